@@ -1,0 +1,53 @@
+# rankflow -- `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON_BOOTSTRAP ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rankflow-installed
+HOST ?=
+ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help setup run test test-all compile submit lint format lock clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+# Re-runs only when the lock or the project metadata changes.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	$(PY) -m pip install --quiet "pip>=24,<26.3"
+	$(PY) -m pip install --quiet --no-deps -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -c "import google.protobuf as p, sys; v = p.__version__; sys.exit(0 if v.startswith('6.') else f'protobuf {v} installed; kfp needs 6.x')"
+	touch $@
+
+setup: $(STAMP) ## Create .venv from requirements.lock (skipped when the lock is unchanged)
+
+run: $(STAMP) ## Run the pipeline locally (kfp.local) on the synthetic log; writes runs/latest/summary.json
+	$(VENV)/bin/rankflow run $(ARGS)
+
+test: $(STAMP) ## Run the default test suite
+	$(PY) -m pytest $(ARGS)
+
+compile: $(STAMP) ## Compile the pipeline to pipelines/compiled/rankflow_ranking.yaml
+	$(VENV)/bin/rankflow compile
+
+submit: $(STAMP) ## Submit the compiled pipeline: make submit HOST=https://kubeflow.example/pipeline
+	@test -n "$(HOST)" || { echo "usage: make submit HOST=<KFP endpoint> [ARGS='--set epochs=5']"; exit 2; }
+	$(VENV)/bin/rankflow submit --host "$(HOST)" $(ARGS)
+
+lint: $(STAMP) ## ruff lint + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## ruff format + autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+lock: ## Rebuild requirements.lock from the current .venv (after a deliberate upgrade)
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
+
+clean: ## Remove runs and caches (keeps .venv)
+	rm -rf runs .pytest_cache .ruff_cache

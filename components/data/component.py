@@ -1,0 +1,45 @@
+"""KFP wrapper of the data step."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Metrics, Output
+
+from rankflow.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def prepare_data(
+    train_data: Output[Dataset],
+    valid_data: Output[Dataset],
+    test_data: Output[Dataset],
+    dataset_spec: Output[Artifact],
+    data_stats: Output[Metrics],
+    data_source: str = "synthetic",
+    spec_path: str = "",
+    synthetic_rows: int = 1_000_000,
+    seed: int = 7,
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+):
+    """Generate or read the interaction log, validate it against its spec, split it by time."""
+    from pathlib import Path
+
+    from components.data.prepare import prepare_data as run
+    from components.data.split import SplitConfig
+    from components.data.synthetic import SyntheticConfig
+
+    prepared = run(
+        data_source,
+        spec_path=spec_path,
+        synthetic=SyntheticConfig(rows=synthetic_rows, seed=seed),
+        split=SplitConfig(valid_fraction=valid_fraction, test_fraction=test_fraction),
+        outputs={
+            "train": Path(train_data.path),
+            "valid": Path(valid_data.path),
+            "test": Path(test_data.path),
+        },
+        spec_out=Path(dataset_spec.path),
+    )
+    for split, rows in prepared.rows.items():
+        data_stats.log_metric(f"{split}_rows", rows)
+    for task, positives in prepared.report.positives.items():
+        data_stats.log_metric(f"{task}_rate", positives / prepared.report.rows)

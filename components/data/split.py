@@ -1,0 +1,101 @@
+"""Time-based train / valid / test split of a validated log, streamed in bounded memory."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from components.data.validate import DataValidationError, open_dataset
+from rankflow.io import atomic_dir
+from rankflow.spec import DatasetSpec
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Fractions of the time range (by row quantile) for valid and test; train is the rest."""
+
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("valid_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {value}")
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError("valid_fraction + test_fraction must leave rows for training")
+
+
+def _as_int64(values) -> np.ndarray:  # values: pyarrow array
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
+        values = values.cast(pa.int64()) if pa.types.is_timestamp(values.type) else values
+        return (
+            np.asarray(values.to_numpy(zero_copy_only=False))
+            .astype("datetime64[ns]")
+            .astype(np.int64)
+        )
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def split_by_time(
+    spec: DatasetSpec, source: str | Path, outputs: dict[str, Path], config: SplitConfig
+) -> dict[str, int]:
+    """Write ``outputs[split]/part-0.parquet`` for each split; return the row counts.
+
+    Rows before the (1 - valid - test) timestamp quantile train, the next slice validates, the
+    latest rows test -- so evaluation always looks at the future of what the model saw.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dataset = open_dataset(source, spec.raw_columns)
+    ts = _as_int64(
+        dataset.to_table(columns=[spec.timestamp]).column(spec.timestamp).combine_chunks()
+    )
+    cut_valid, cut_test = np.quantile(
+        ts,
+        [1.0 - config.valid_fraction - config.test_fraction, 1.0 - config.test_fraction],
+        method="lower",
+    )
+    counts = dict.fromkeys(SPLITS, 0)
+    with ExitStack() as stack:
+        scratches = {name: stack.enter_context(atomic_dir(outputs[name])) for name in SPLITS}
+        writers: dict[str, pq.ParquetWriter] = {}
+        # Registered last, so writers close before the scratch dirs are renamed or removed.
+        stack.callback(lambda: [w.close() for w in writers.values()])
+        for batch in dataset.to_batches(columns=list(spec.raw_columns)):
+            table = pa.Table.from_batches([batch])
+            # Targets as int32 whatever the source said (bool, int8, float 0/1).
+            for column in spec.target_columns:
+                index = table.schema.get_field_index(column)
+                table = table.set_column(index, column, table.column(column).cast(pa.int32()))
+            t = _as_int64(table.column(spec.timestamp).combine_chunks())
+            which = np.where(t < cut_valid, 0, np.where(t < cut_test, 1, 2))
+            for code, name in enumerate(SPLITS):
+                part = table.filter(pa.array(which == code))
+                if part.num_rows == 0:
+                    continue
+                if name not in writers:
+                    writers[name] = pq.ParquetWriter(
+                        scratches[name] / "part-0.parquet", part.schema
+                    )
+                writers[name].write_table(part)
+                counts[name] += part.num_rows
+        empty = [name for name in SPLITS if counts[name] == 0]
+        if empty:
+            raise DataValidationError(
+                f"time split left {empty} empty: column '{spec.timestamp}' needs more distinct "
+                "timestamps for the requested fractions"
+            )
+    logger.info("time split: %s", counts)
+    return counts

@@ -1,0 +1,64 @@
+"""KFP wrapper of the evaluation step."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import (
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
+
+from rankflow.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluate_ranker(
+    ranker: Input[Model],
+    test_features: Input[Dataset],
+    test_data: Input[Dataset],
+    dataset_spec: Input[Artifact],
+    metrics: Output[Metrics],
+    click_roc: Output[ClassificationMetrics],
+    conversion_roc: Output[ClassificationMetrics],
+    report: Output[Markdown],
+    evaluation: Output[Artifact],
+    min_auc_click: float = 0.7,
+    min_auc_conversion: float = 0.7,
+) -> NamedTuple("EvaluationOutputs", [("blessed", bool)]):
+    """Per-task AUC / log-loss / ECE / oracle AUC on the test split, and the blessing decision."""
+    from collections import namedtuple
+    from pathlib import Path
+
+    from components.evaluation.evaluate import evaluate_ranker as run
+    from components.evaluation.evaluate import markdown_report
+    from rankflow.spec import DatasetSpec
+
+    spec = DatasetSpec.load(dataset_spec.path)
+    result = run(
+        spec,
+        model_dir=Path(ranker.path),
+        test_features=Path(test_features.path),
+        raw_test=Path(test_data.path),
+        min_auc={
+            stage: threshold
+            for stage, threshold in (("click", min_auc_click), ("conversion", min_auc_conversion))
+            if stage in spec.targets
+        },
+    )
+    for task, values in result.summary().items():
+        for name, value in values.items():
+            if value is not None:
+                metrics.log_metric(f"{task}_{name}", value)
+    rocs = {"click": click_roc, "conversion": conversion_roc}
+    for task in result.tasks.values():
+        fpr, tpr, thresholds = task.roc
+        rocs[task.stage].log_roc_curve(fpr, tpr, thresholds)
+    Path(report.path).write_text(markdown_report(result))
+    Path(evaluation.path).write_text(result.to_json())
+    return namedtuple("EvaluationOutputs", ["blessed"])(result.blessed)

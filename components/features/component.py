@@ -1,0 +1,44 @@
+"""KFP wrapper of the feature-engineering step."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from rankflow.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def engineer_features(
+    train_data: Input[Dataset],
+    valid_data: Input[Dataset],
+    test_data: Input[Dataset],
+    dataset_spec: Input[Artifact],
+    nvt_workflow: Output[Model],
+    train_features: Output[Dataset],
+    valid_features: Output[Dataset],
+    test_features: Output[Dataset],
+    feature_stats: Output[Metrics],
+    dask_workers: int = 1,
+):
+    """Fit the NVTabular workflow on train; transform every split; emit the Merlin schema."""
+    from pathlib import Path
+
+    from components.features.workflow import FeatureConfig, run_feature_engineering
+    from rankflow.spec import DatasetSpec
+
+    cardinalities = run_feature_engineering(
+        DatasetSpec.load(dataset_spec.path),
+        {
+            "train": Path(train_data.path),
+            "valid": Path(valid_data.path),
+            "test": Path(test_data.path),
+        },
+        workflow_dir=Path(nvt_workflow.path),
+        outputs={
+            "train": Path(train_features.path),
+            "valid": Path(valid_features.path),
+            "test": Path(test_features.path),
+        },
+        config=FeatureConfig(dask_workers=dask_workers),
+    )
+    for column, cardinality in cardinalities.items():
+        feature_stats.log_metric(f"cardinality_{column}", cardinality)

@@ -1,0 +1,163 @@
+"""NVTabular feature engineering built from the dataset spec.
+
+The fitted workflow is the one transform that both training and serving run, and the Merlin schema
+it emits (with Tags) is the contract the training and evaluation steps read their roles from.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rankflow.io import atomic_dir
+from rankflow.spec import DatasetSpec
+
+if TYPE_CHECKING:
+    import nvtabular as nvt
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Execution options of the feature step.
+
+    ``dask_workers`` > 1 runs fit and transform on a local Dask cluster of that many workers;
+    ``part_size`` bounds the memory of each partition.
+    """
+
+    dask_workers: int = 1
+    part_size: str = "64MB"
+
+    def __post_init__(self) -> None:
+        if self.dask_workers < 1:
+            raise ValueError(f"dask_workers must be >= 1, got {self.dask_workers}")
+
+
+def gpu_available() -> bool:
+    """True when cudf (and so NVTabular's GPU path) can be used."""
+    from merlin.core.compat import HAS_GPU
+
+    if not HAS_GPU:
+        return False
+    try:
+        import cudf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def build_workflow(spec: DatasetSpec, *, categories_dir: str | Path) -> nvt.Workflow:
+    """An unfitted workflow: categorify ids and categoricals, normalize continuous, tag targets."""
+    import nvtabular as nvt
+    from merlin.schema import Tags
+    from nvtabular import ops
+
+    hashed = dict(spec.categorify.hash_buckets)
+
+    def categorical(columns: tuple[str, ...], *tags: Tags):
+        vocab = [c for c in columns if c not in hashed]
+        hashing = [c for c in columns if c in hashed]
+        nodes = []
+        if vocab:
+            nodes.append(
+                vocab
+                >> ops.Categorify(
+                    freq_threshold=spec.categorify.freq_threshold,
+                    out_path=str(categories_dir),
+                    dtype="int32",
+                )
+            )
+        if hashing:
+            nodes.append(hashing >> ops.HashBucket({c: hashed[c] for c in hashing}))
+        node = nodes[0] if len(nodes) == 1 else nodes[0] + nodes[1]
+        return node >> ops.AddTags([*tags])
+
+    features = (
+        categorical((spec.user_id,), Tags.USER, Tags.ID, Tags.USER_ID)
+        + categorical(spec.user_categorical, Tags.USER)
+        + categorical((spec.item_id,), Tags.ITEM, Tags.ID, Tags.ITEM_ID)
+        + categorical(spec.item_categorical, Tags.ITEM)
+    )
+    if spec.context_categorical:
+        features = features + categorical(spec.context_categorical, Tags.CONTEXT)
+    if spec.continuous:
+        features = features + (
+            list(spec.continuous)
+            >> ops.FillMissing()
+            >> ops.Normalize()
+            >> ops.AddTags([Tags.CONTINUOUS])
+        )
+    targets = list(spec.target_columns) >> ops.AddTags([Tags.BINARY_CLASSIFICATION, Tags.TARGET])
+    return nvt.Workflow(features + targets)
+
+
+@contextmanager
+def _maybe_cluster(config: FeatureConfig) -> Iterator[object | None]:
+    if config.dask_workers == 1:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=config.dask_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def run_feature_engineering(
+    spec: DatasetSpec,
+    splits: Mapping[str, Path],
+    *,
+    workflow_dir: Path,
+    outputs: Mapping[str, Path],
+    config: FeatureConfig,
+) -> dict[str, int]:
+    """Fit on ``splits['train']`` only, transform every split into ``outputs[split]``.
+
+    Each output directory holds parquet parts plus the Merlin ``schema.pbtxt``; the fitted
+    workflow (with its category vocabularies) is saved to ``workflow_dir``. Returns the
+    cardinality of every categorical feature.
+    """
+    from merlin.io import Dataset
+
+    if "train" not in splits:
+        raise ValueError("feature engineering needs a 'train' split to fit on")
+    cpu = not gpu_available()
+    logger.info("feature engineering on %s", "CPU" if cpu else "GPU (cudf)")
+    engine_kwargs = {"engine": "parquet", "part_size": config.part_size, "cpu": cpu}
+
+    with (
+        _maybe_cluster(config) as client,
+        tempfile.TemporaryDirectory(prefix="rankflow-categories-") as categories_dir,
+    ):
+        # With a cluster up, Merlin picks up its client as the global Dask client.
+        workflow = build_workflow(spec, categories_dir=categories_dir)
+        logger.info("dask client: %s", client)
+        # The workflow selects its own columns: timestamps and true probabilities never enter it.
+        workflow.fit(Dataset(str(splits["train"]), **engine_kwargs))
+        for name, source in splits.items():
+            with atomic_dir(outputs[name]) as scratch:
+                transformed = workflow.transform(Dataset(str(source), **engine_kwargs))
+                # No shuffle: evaluation aligns processed rows with the raw split row by row.
+                transformed.to_parquet(str(scratch), shuffle=None, output_files=1)
+        with atomic_dir(workflow_dir) as scratch:
+            workflow.save(str(scratch))
+    schema = workflow.output_schema
+    cardinalities = {}
+    for column in schema:
+        domain = column.int_domain
+        if domain is not None and column.name in spec.categorical_columns:
+            cardinalities[column.name] = int(domain.max) + 1
+    return cardinalities

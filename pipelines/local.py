@@ -1,0 +1,179 @@
+"""Run the ranking pipeline on this machine with kfp.local and summarise the run."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+logger = logging.getLogger(__name__)
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '?([\w-]+)'?")
+_FINISHED = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
+
+
+@dataclass
+class StepTimer:
+    """Reads kfp.local's log stream: per-task wall time, and one progress tick per finished task."""
+
+    steps: tuple[str, ...]
+    log: TextIO
+    progress: Any  # tqdm bar; Any keeps tqdm an import of the caller
+    started: dict[str, float]
+    seconds: dict[str, float]
+    statuses: dict[str, str]
+    _pending: str = ""
+
+    def feed(self, text: str) -> None:
+        self.log.write(text)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            line = _ANSI.sub("", line)
+            if match := _STARTED.search(line):
+                self.started[match.group(1)] = time.monotonic()
+                self.progress.set_postfix_str(match.group(1))
+            elif match := _FINISHED.search(line):
+                name, status = match.groups()
+                self.seconds[name] = round(
+                    time.monotonic() - self.started.get(name, time.monotonic()), 2
+                )
+                self.statuses[name] = status
+                self.progress.update(1)
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, timer: StepTimer) -> None:
+        self._timer = timer
+
+    def write(self, text: str) -> int:
+        self._timer.feed(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._timer.log.flush()
+
+
+@contextlib.contextmanager
+def _capture(timer: StepTimer) -> Iterator[None]:
+    # kfp.local logs through a handler bound to sys.stdout at each task and streams the task's
+    # output with print(): swapping stdout sees both, and keeps the terminal to a progress bar.
+    original = sys.stdout
+    sys.stdout = _Tee(timer)
+    try:
+        yield
+    finally:
+        sys.stdout = original
+
+
+def run_local(
+    *,
+    run_dir: Path,
+    arguments: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Run the pipeline under kfp.local into ``run_dir``; write and return ``summary.json``.
+
+    The run directory also gets the IR YAML compiled from the same code, the full log and the
+    evaluation report.
+    """
+    from kfp import local
+    from tqdm.auto import tqdm
+
+    from pipelines.compile import compile_pipeline
+    from pipelines.ranking import STEPS, ranking_pipeline
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    pipeline_yaml = compile_pipeline(run_dir / "pipeline.yaml")
+    pipeline_root = run_dir / "artifacts"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    log_path = run_dir / "pipeline.log"
+    began = time.monotonic()
+    with (
+        log_path.open("w") as log,
+        tqdm(total=len(STEPS), desc="rankflow", unit="step", file=sys.stderr) as bar,
+    ):
+        timer = StepTimer(STEPS, log, bar, {}, {}, {})
+        try:
+            with _capture(timer), warnings.catch_warnings():
+                # kfp.local warns that the image is not used: by design, this venv is the image.
+                warnings.filterwarnings("ignore", message="You may be attemping to run a task")
+                warnings.filterwarnings("ignore", message=".*have no effect in the current local")
+                report = ranking_pipeline(**arguments).output
+        except Exception as err:
+            failed = [s for s, status in timer.statuses.items() if status != "SUCCESS"]
+            raise RuntimeError(
+                f"local pipeline run failed at {failed or 'start-up'}; full log: {log_path}"
+            ) from err
+    total = round(time.monotonic() - began, 2)
+    summary = summarize(
+        Path(report.path).parents[1], arguments, timer.seconds, total, pipeline_yaml
+    )
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    shutil.copyfile(report.path, run_dir / "report.md")
+    return summary
+
+
+def summarize(
+    tasks_dir: Path,
+    arguments: Mapping[str, Any],
+    seconds: Mapping[str, float],
+    total_seconds: float,
+    pipeline_yaml: Path,
+) -> dict[str, Any]:
+    """The run's headline numbers, read back from the artifacts the steps wrote."""
+    import pyarrow.parquet as pq
+
+    from pipelines.ranking import ranking_pipeline
+
+    data = tasks_dir / "prepare-data"
+    rows = {
+        f"{split}_rows": pq.ParquetDataset(str(data / f"{split}_data")).read(columns=[]).num_rows
+        for split in ("train", "valid", "test")
+    }
+    evaluation = json.loads((tasks_dir / "evaluate-ranker" / "evaluation").read_text())
+    defaults = {name: spec.default for name, spec in ranking_pipeline.component_spec.inputs.items()}
+    return {
+        "dataset": rows,
+        "model": {"architecture": arguments.get("architecture", defaults["architecture"])},
+        "metrics": {
+            task: {k: t[k] for k in ("auc", "logloss", "ece", "oracle_auc")}
+            for task, t in evaluation["tasks"].items()
+        },
+        "blessed": evaluation["blessed"],
+        "blessing_reasons": evaluation["reasons"],
+        "timings_s": {**dict(seconds), "total": total_seconds},
+        "pipeline_yaml": str(pipeline_yaml),
+        "artifacts": str(tasks_dir),
+    }
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """A few lines for a person at a terminal."""
+    d = summary["dataset"]
+    lines = [
+        f"rankflow run: {summary['model']['architecture']} on "
+        f"{d['train_rows']:,} train / {d['valid_rows']:,} valid / {d['test_rows']:,} test rows",
+    ]
+    for task, m in summary["metrics"].items():
+        oracle = m["oracle_auc"]
+        gap = f" (oracle {oracle:.4f}, gap {oracle - m['auc']:.4f})" if oracle is not None else ""
+        lines.append(
+            f"  {task:<12} AUC {m['auc']:.4f}{gap}  log-loss {m['logloss']:.4f}  ECE {m['ece']:.4f}"
+        )
+    lines.append(f"  blessed: {summary['blessed']}")
+    steps = ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings_s"].items())
+    lines.append(f"  time: {steps}")
+    return "\n".join(lines)

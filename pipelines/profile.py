@@ -1,0 +1,62 @@
+"""The cluster profile: resources, GPUs and storage of each step on Kubeflow.
+
+kfp.local ignores all of it, so the same DAG runs here on the CPU and on a cluster with GPUs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kfp import dsl, kubernetes
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class StepResources:
+    cpu: str
+    memory: str
+    gpu: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterProfile:
+    """Per-step requests; ``data_pvc`` mounts an existing claim at ``data_mount`` on the data step
+    so your own logs can be read from a shared volume."""
+
+    data: StepResources = StepResources(cpu="2", memory="8Gi")
+    features: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True)
+    training: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True)
+    evaluation: StepResources = StepResources(cpu="2", memory="8Gi")
+    gpu_node_selector: str = ""
+    data_pvc: str = ""
+    data_mount: str = "/data"
+
+
+def _apply(task: dsl.PipelineTask, resources: StepResources, profile: ClusterProfile) -> None:
+    task.set_cpu_request(resources.cpu).set_memory_request(resources.memory)
+    task.set_memory_limit(resources.memory)
+    if resources.gpu:
+        task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
+        # GPU node pools are usually tainted; tolerate the taint the NVIDIA operator documents.
+        kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+        if profile.gpu_node_selector:
+            kubernetes.add_node_selector(
+                task, label_key="nvidia.com/gpu.product", label_value=profile.gpu_node_selector
+            )
+
+
+def apply_profile(
+    profile: ClusterProfile,
+    *,
+    data: dsl.PipelineTask,
+    features: dsl.PipelineTask,
+    training: dsl.PipelineTask,
+    evaluation: dsl.PipelineTask,
+) -> None:
+    _apply(data, profile.data, profile)
+    _apply(features, profile.features, profile)
+    _apply(training, profile.training, profile)
+    _apply(evaluation, profile.evaluation, profile)
+    if profile.data_pvc:
+        kubernetes.mount_pvc(data, pvc_name=profile.data_pvc, mount_path=profile.data_mount)

@@ -1,0 +1,239 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from kfp import dsl
+
+from components.data.component import prepare_data as prepare_component
+from components.data.prepare import prepare_data
+from components.data.split import SplitConfig
+from components.data.synthetic import SyntheticConfig, iter_chunks, synthetic_spec
+from components.data.validate import DataValidationError, validate_log
+from components.evaluation.metrics import auc
+from rankflow.spec import DatasetSpec, SpecError
+
+SMALL = SyntheticConfig(rows=12_000, seed=3, chunk_rows=5_000)
+
+
+def _log(config: SyntheticConfig = SMALL) -> pd.DataFrame:
+    return pd.concat(list(iter_chunks(config)), ignore_index=True)
+
+
+# -- generator ---------------------------------------------------------------------------------
+def test_generator_is_deterministic_per_seed():
+    a, b = _log(), _log()
+    pd.testing.assert_frame_equal(a, b)
+    other = _log(SyntheticConfig(rows=12_000, seed=4, chunk_rows=5_000))
+    assert not a["click"].equals(other["click"])
+
+
+def test_generator_rows_time_order_and_funnel():
+    log = _log()
+    assert len(log) == SMALL.rows
+    assert log["event_ts"].is_monotonic_increasing
+    # Conversions only ever follow clicks, and are rare.
+    assert not ((log["conversion"] == 1) & (log["click"] == 0)).any()
+    assert 0.03 < log["click"].mean() < 0.15
+    assert 0.002 < log["conversion"].mean() < log["click"].mean() / 2
+    # True probabilities are calibrated: they are what the labels were drawn from.
+    assert log["p_click"].mean() == pytest.approx(log["click"].mean(), rel=0.1)
+    assert log["p_conversion"].mean() == pytest.approx(log["conversion"].mean(), rel=0.25)
+
+
+def test_oracle_scores_its_own_auc_and_beats_single_features():
+    log = _log(SyntheticConfig(rows=60_000, seed=5))
+    oracle = auc(log["click"], log["p_click"])
+    assert oracle > 0.72
+    # The labels need feature interactions: no single feature's click rate comes close.
+    for column in ("user_interest", "ad_category", "surface", "position"):
+        rate = log.groupby(column)["click"].transform("mean")
+        assert auc(log["click"], rate) < oracle - 0.08
+
+
+def test_synthetic_spec_round_trips_through_yaml():
+    spec = synthetic_spec()
+    assert DatasetSpec.from_yaml(spec.to_yaml()) == spec
+
+
+# -- spec --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.pop("timestamp"), "missing required key 'timestamp'"),
+        (lambda d: d["targets"].pop("click"), "'click' target"),
+        (lambda d: d["targets"].update(like="like"), "unknown stage"),
+        (lambda d: d.update(colour="red"), "unknown key"),
+        (lambda d: d["item"].update(id="user_id"), "more than one role"),
+        (lambda d: d["categorify"]["hash_buckets"].update(bid=10), "not a categorical column"),
+    ],
+)
+def test_malformed_spec_is_refused(mutate, message):
+    raw = synthetic_spec().to_dict()
+    mutate(raw)
+    with pytest.raises(SpecError, match=message):
+        DatasetSpec.from_dict(raw)
+
+
+def test_spec_file_errors(tmp_path):
+    with pytest.raises(SpecError, match="not found"):
+        DatasetSpec.load(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("targets: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        DatasetSpec.load(bad)
+
+
+# -- validation ---------------------------------------------------------------------------------
+@pytest.fixture
+def raw_log(tmp_path) -> pd.DataFrame:
+    return _log(SyntheticConfig(rows=3_000, seed=9))
+
+
+def _write(frame: pd.DataFrame, path: Path) -> Path:
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda f: f.drop(columns=["device"]), r"\['device'\].*missing"),
+        (lambda f: f.assign(bid="high"), "column 'bid' \\(continuous\\) has type string"),
+        (lambda f: f.assign(user_id=f["user_id"].astype("float").where(f.index != 7)), "'user_id'"),
+        (
+            lambda f: f.assign(click=f["click"].where(f.index != 3, 2)),
+            "'click' must be 0/1, found 2",
+        ),
+        (
+            lambda f: f.assign(conversion=f["conversion"].where(f.index != 5, 1), click=0),
+            "conversion\\(s\\) without a click",
+        ),
+        (lambda f: f.assign(ad_id=-f["ad_id"] - 1), "'ad_id' has negative ids"),
+        (lambda f: f.iloc[:0], "has no rows"),
+    ],
+)
+def test_invalid_log_names_the_problem(raw_log, tmp_path, corrupt, message):
+    path = _write(corrupt(raw_log), tmp_path / "log.parquet")
+    with pytest.raises(DataValidationError, match=message):
+        validate_log(synthetic_spec(), path)
+
+
+def test_nulls_in_ids_are_refused(raw_log, tmp_path):
+    frame = raw_log.astype({"user_id": "Int64"})
+    frame.loc[7, "user_id"] = pd.NA
+    path = _write(frame, tmp_path / "log.parquet")
+    with pytest.raises(DataValidationError, match="column 'user_id' has 1 null"):
+        validate_log(synthetic_spec(), path)
+
+
+def test_corrupt_and_missing_files(tmp_path):
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataValidationError, match="cannot read parquet"):
+        validate_log(synthetic_spec(), corrupt)
+    with pytest.raises(DataValidationError, match="not found"):
+        validate_log(synthetic_spec(), tmp_path / "absent.parquet")
+    with pytest.raises(DataValidationError, match="cannot tell the format"):
+        validate_log(
+            synthetic_spec(),
+            _write(pd.DataFrame({"a": [1]}), tmp_path / "x.parquet").rename(tmp_path / "x.bin"),
+        )
+
+
+# -- bring your own data -------------------------------------------------------------------------
+def _own_csv(tmp_path: Path, raw_log: pd.DataFrame) -> tuple[Path, Path]:
+    """The generator's log renamed and saved as CSV, with a hand-written spec: another producer."""
+    frame = raw_log.rename(columns={"user_id": "uid", "ad_id": "item", "click": "clicked"})
+    frame = frame.drop(columns=["p_click", "p_conversion"])
+    frame["clicked"] = frame["clicked"].astype(bool)
+    csv = _write(frame, tmp_path / "own.csv")
+    spec = tmp_path / "own.yaml"
+    spec.write_text(
+        """
+name: my-log
+timestamp: event_ts
+user: {id: uid, categorical: [user_geo]}
+item: {id: item, categorical: [ad_category]}
+context: {categorical: [surface, position]}
+continuous: [bid]
+targets: {click: clicked, conversion: conversion}
+categorify: {freq_threshold: 1, hash_buckets: {item: 64}}
+"""
+    )
+    return csv, spec
+
+
+def test_prepare_own_csv_splits_by_time(raw_log, tmp_path):
+    csv, spec_path = _own_csv(tmp_path, raw_log)
+    outputs = {name: tmp_path / name for name in ("train", "valid", "test")}
+    prepared = prepare_data(
+        str(csv),
+        spec_path=str(spec_path),
+        synthetic=SyntheticConfig(),
+        split=SplitConfig(valid_fraction=0.2, test_fraction=0.2),
+        outputs=outputs,
+        spec_out=tmp_path / "spec.yaml",
+    )
+    assert sum(prepared.rows.values()) == len(raw_log)
+    frames = {n: pq.read_table(outputs[n]).to_pandas() for n in outputs}
+    assert frames["train"]["event_ts"].max() < frames["valid"]["event_ts"].min()
+    assert frames["valid"]["event_ts"].max() < frames["test"]["event_ts"].min()
+    assert len(frames["test"]) == pytest.approx(0.2 * len(raw_log), rel=0.05)
+    # Boolean targets arrive as 0/1 integers; columns outside the spec are dropped.
+    assert frames["train"]["clicked"].dtype == np.int32
+    assert "user_gender" not in frames["train"]
+    assert DatasetSpec.load(tmp_path / "spec.yaml").item_id == "item"
+
+
+def test_failed_validation_leaves_no_partial_output(raw_log, tmp_path):
+    csv, spec_path = _own_csv(tmp_path, raw_log.assign(conversion=1))
+    outputs = {name: tmp_path / "out" / name for name in ("train", "valid", "test")}
+    with pytest.raises(DataValidationError, match="without a click"):
+        prepare_data(
+            str(csv),
+            spec_path=str(spec_path),
+            synthetic=SyntheticConfig(),
+            split=SplitConfig(),
+            outputs=outputs,
+            spec_out=tmp_path / "out" / "spec.yaml",
+        )
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_own_data_needs_a_spec(tmp_path):
+    with pytest.raises(ValueError, match="needs spec_path"):
+        prepare_data(
+            str(tmp_path / "log.parquet"),
+            spec_path="",
+            synthetic=SyntheticConfig(),
+            split=SplitConfig(),
+            outputs={n: tmp_path / n for n in ("train", "valid", "test")},
+            spec_out=tmp_path / "spec.yaml",
+        )
+
+
+# -- component ----------------------------------------------------------------------------------
+def test_component_writes_named_artifacts(tmp_path):
+    def artifact(cls, name):
+        return cls(name=name, uri=str(tmp_path / name))
+
+    outs = {
+        "train_data": artifact(dsl.Dataset, "train_data"),
+        "valid_data": artifact(dsl.Dataset, "valid_data"),
+        "test_data": artifact(dsl.Dataset, "test_data"),
+        "dataset_spec": artifact(dsl.Artifact, "dataset_spec"),
+        "data_stats": artifact(dsl.Metrics, "data_stats"),
+    }
+    prepare_component.python_func(**outs, synthetic_rows=5_000, seed=2)
+    stats = outs["data_stats"].metadata
+    assert stats["train_rows"] + stats["valid_rows"] + stats["test_rows"] == 5_000
+    assert 0 < stats["conversion_rate"] < stats["click_rate"] < 1
+    assert DatasetSpec.load(outs["dataset_spec"].path) == synthetic_spec()
+    assert pq.read_table(outs["test_data"].path).num_rows == stats["test_rows"]

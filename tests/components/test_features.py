@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from kfp import dsl
+
+from components.features.component import engineer_features
+from components.features.workflow import FeatureConfig, build_workflow, run_feature_engineering
+from rankflow.spec import DatasetSpec
+
+
+def _schema(path: Path):
+    from merlin.io import Dataset
+
+    return Dataset(str(path), engine="parquet", cpu=True).schema
+
+
+def test_schema_carries_roles_as_tags(features, prepared):
+    from merlin.schema import Tags
+
+    spec = DatasetSpec.load(prepared["spec"])
+    schema = _schema(features["train"])
+    assert schema.select_by_tag(Tags.USER_ID).column_names == [spec.user_id]
+    assert schema.select_by_tag(Tags.ITEM_ID).column_names == [spec.item_id]
+    assert set(schema.select_by_tag(Tags.CONTEXT).column_names) == set(spec.context_categorical)
+    assert set(schema.select_by_tag(Tags.CONTINUOUS).column_names) == set(spec.continuous)
+    targets = schema.select_by_tag(Tags.TARGET)
+    assert targets.column_names == list(spec.target_columns)
+    assert all(Tags.BINARY_CLASSIFICATION in c.tags for c in targets)
+    # Timestamps and true probabilities never become features.
+    assert spec.timestamp not in schema.column_names
+    assert not set(spec.true_probabilities.values()) & set(schema.column_names)
+
+
+def test_transform_keeps_rows_order_and_fills_missing(features, prepared):
+    raw = pq.read_table(prepared["test"]).to_pandas()
+    processed = pd.read_parquet(features["test"] / "part_0.parquet")
+    assert len(processed) == len(raw)
+    assert (processed["click"].to_numpy() == raw["click"].to_numpy()).all()
+    assert raw["user_activity"].isna().any()
+    assert not processed["user_activity"].isna().any()
+    # Normalized on train statistics: train is centred, the other splits roughly so.
+    train = pd.read_parquet(features["train"] / "part_0.parquet")
+    assert train["bid"].mean() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fit_uses_train_only(tmp_path, prepared):
+    """An ad id that occurs only in the test split maps to the out-of-vocabulary index."""
+    spec = DatasetSpec.load(prepared["spec"])
+    test = pq.read_table(prepared["test"]).to_pandas()
+    test.loc[:, spec.item_id] = 10_000_000  # never seen in train
+    test.to_parquet(tmp_path / "test.parquet", index=False)
+    outputs = {n: tmp_path / f"f_{n}" for n in ("train", "test")}
+    run_feature_engineering(
+        spec,
+        {"train": prepared["train"], "test": tmp_path / "test.parquet"},
+        workflow_dir=tmp_path / "wf",
+        outputs=outputs,
+        config=FeatureConfig(),
+    )
+    encoded = pd.read_parquet(outputs["test"] / "part_0.parquet")[spec.item_id]
+    assert encoded.nunique() == 1
+    assert encoded.iloc[0] <= 2  # 0 padding, 1 null, 2 out-of-vocabulary
+
+
+def test_hash_buckets_bound_cardinality(tmp_path, prepared):
+    raw = DatasetSpec.load(prepared["spec"]).to_dict()
+    raw["categorify"]["hash_buckets"] = {"user_id": 32}
+    spec = DatasetSpec.from_dict(raw)
+    outputs = {"train": tmp_path / "f_train"}
+    cardinalities = run_feature_engineering(
+        spec,
+        {"train": prepared["train"]},
+        workflow_dir=tmp_path / "wf",
+        outputs=outputs,
+        config=FeatureConfig(),
+    )
+    assert cardinalities["user_id"] == 33
+    assert pd.read_parquet(outputs["train"] / "part_0.parquet")["user_id"].max() < 32
+
+
+def test_categorify_never_writes_into_the_working_directory(tmp_path, prepared, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    run_feature_engineering(
+        DatasetSpec.load(prepared["spec"]),
+        {"train": prepared["train"]},
+        workflow_dir=tmp_path / "wf",
+        outputs={"train": tmp_path / "f_train"},
+        config=FeatureConfig(),
+    )
+    assert os.listdir(cwd) == []
+    assert (tmp_path / "wf" / "categories").is_dir()
+
+
+def test_dask_local_cluster_gives_the_same_features(tmp_path, prepared, features):
+    outputs = {"train": tmp_path / "f_train"}
+    run_feature_engineering(
+        DatasetSpec.load(prepared["spec"]),
+        {"train": prepared["train"]},
+        workflow_dir=tmp_path / "wf",
+        outputs=outputs,
+        config=FeatureConfig(dask_workers=2),
+    )
+    single = pd.read_parquet(features["train"] / "part_0.parquet")
+    distributed = pd.concat(
+        [pd.read_parquet(p) for p in sorted(outputs["train"].glob("*.parquet"))], ignore_index=True
+    )
+    pd.testing.assert_frame_equal(single, distributed, check_dtype=False)
+
+
+def test_saved_workflow_reloads_and_transforms_identically(features, prepared):
+    import nvtabular as nvt
+    from merlin.io import Dataset
+
+    workflow = nvt.Workflow.load(str(features["workflow"]))
+    again = (
+        workflow.transform(Dataset(str(prepared["test"]), engine="parquet", cpu=True))
+        .to_ddf()
+        .compute()
+    )
+    before = pd.read_parquet(features["test"] / "part_0.parquet")
+    pd.testing.assert_frame_equal(
+        again.reset_index(drop=True)[before.columns], before, check_dtype=False
+    )
+
+
+def test_build_workflow_is_unfitted(prepared, tmp_path):
+    workflow = build_workflow(DatasetSpec.load(prepared["spec"]), categories_dir=tmp_path)
+    assert workflow.output_schema is None or len(os.listdir(tmp_path)) == 0
+
+
+@pytest.mark.gpu
+def test_gpu_path_uses_cudf(prepared, tmp_path):
+    import cudf  # noqa: F401
+
+    from components.features.workflow import gpu_available
+
+    assert gpu_available()
+    run_feature_engineering(
+        DatasetSpec.load(prepared["spec"]),
+        {"train": prepared["train"]},
+        workflow_dir=tmp_path / "wf",
+        outputs={"train": tmp_path / "f_train"},
+        config=FeatureConfig(),
+    )
+    assert "cudf" in (tmp_path / "wf" / "metadata.json").read_text()
+
+
+def test_component_wires_artifacts(tmp_path, prepared):
+    def artifact(cls, name, path=None):
+        a = cls(name=name, uri=str(path or tmp_path / name))
+        return a
+
+    outs = {
+        "nvt_workflow": artifact(dsl.Model, "nvt_workflow"),
+        "train_features": artifact(dsl.Dataset, "train_features"),
+        "valid_features": artifact(dsl.Dataset, "valid_features"),
+        "test_features": artifact(dsl.Dataset, "test_features"),
+        "feature_stats": artifact(dsl.Metrics, "feature_stats"),
+    }
+    engineer_features.python_func(
+        train_data=artifact(dsl.Dataset, "train", prepared["train"]),
+        valid_data=artifact(dsl.Dataset, "valid", prepared["valid"]),
+        test_data=artifact(dsl.Dataset, "test", prepared["test"]),
+        dataset_spec=artifact(dsl.Artifact, "spec", prepared["spec"]),
+        **outs,
+    )
+    assert (Path(outs["nvt_workflow"].path) / "workflow.pkl").is_file()
+    for name in ("train_features", "valid_features", "test_features"):
+        assert (Path(outs[name].path) / "schema.pbtxt").is_file()
+    assert outs["feature_stats"].metadata["cardinality_user_interest"] == 12 + 3

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+from pipelines.compile import COMPILED_PIPELINE, compile_pipeline
+from pipelines.ranking import STEPS
+from rankflow import __version__
+from rankflow.image import IMAGE
+
+
+def _ir(path):
+    docs = list(yaml.safe_load_all(path.read_text()))
+    return docs[0], (docs[1] if len(docs) > 1 else {})
+
+
+def test_committed_yaml_is_fresh(tmp_path):
+    fresh = compile_pipeline(tmp_path / "fresh.yaml")
+    assert COMPILED_PIPELINE.read_text() == fresh.read_text(), (
+        "pipelines/compiled/rankflow_ranking.yaml is stale: run `make compile` and commit it"
+    )
+
+
+def test_compile_is_deterministic_across_processes(tmp_path):
+    """Separate interpreters with different hash seeds (dict/set order) give the same bytes."""
+    outputs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"{seed}.yaml"
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from pathlib import Path; from pipelines.compile import "
+                f"compile_pipeline; compile_pipeline(Path({str(out)!r}))",
+            ],
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        outputs.append(out.read_text())
+    assert outputs[0] == outputs[1] == COMPILED_PIPELINE.read_text()
+
+
+def test_dag_edges():
+    spec, _ = _ir(COMPILED_PIPELINE)
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == set(STEPS)
+
+    def upstream(task):
+        artifacts = tasks[task]["inputs"].get("artifacts", {})
+        return {a["taskOutputArtifact"]["producerTask"] for a in artifacts.values()}
+
+    assert upstream("prepare-data") == set()
+    assert upstream("engineer-features") == {"prepare-data"}
+    assert upstream("train-ranker") == {"engineer-features"}
+    assert upstream("evaluate-ranker") == {"train-ranker", "engineer-features", "prepare-data"}
+    assert tasks["evaluate-ranker"]["inputs"]["artifacts"]["ranker"]["taskOutputArtifact"] == {
+        "producerTask": "train-ranker",
+        "outputArtifactKey": "ranker",
+    }
+
+
+def test_one_image_tagged_with_the_version():
+    spec, _ = _ir(COMPILED_PIPELINE)
+    executors = spec["deploymentSpec"]["executors"]
+    images = {e["container"]["image"] for e in executors.values()}
+    assert images == {IMAGE}
+    assert IMAGE.endswith(f":{__version__}")
+    # install_kfp_package=False: the image brings kfp; nothing is pip-installed at start-up.
+    for executor in executors.values():
+        assert "pip install" not in " ".join(executor["container"]["command"])
+
+
+def test_gpu_on_features_and_training_only():
+    spec, platform = _ir(COMPILED_PIPELINE)
+    executors = spec["deploymentSpec"]["executors"]
+    by_task = {
+        name: executors[spec["components"][task["componentRef"]["name"]]["executorLabel"]]
+        for name, task in spec["root"]["dag"]["tasks"].items()
+    }
+    for task, executor in by_task.items():
+        resources = executor["container"]["resources"]
+        assert resources["cpuRequest"] and resources["memoryRequest"]
+        accelerator = resources.get("accelerator")
+        if task in ("engineer-features", "train-ranker"):
+            assert accelerator["resourceType"] == "nvidia.com/gpu"
+            assert accelerator["resourceCount"] == "1"
+        else:
+            assert accelerator is None
+    # The GPU taint is tolerated through kfp-kubernetes' platform spec.
+    kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    tolerated = {label for label, config in kube.items() if config.get("tolerations")}
+    assert len(tolerated) == 2
+
+
+def test_parameters_have_defaults_and_descriptions():
+    spec, _ = _ir(COMPILED_PIPELINE)
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for name in ("data_source", "synthetic_rows", "architecture", "epochs", "min_auc_click"):
+        assert "defaultValue" in params[name], name
+        assert params[name].get("description"), name
+    assert params["architecture"]["defaultValue"] == "mmoe"

@@ -1,0 +1,52 @@
+"""A small end-to-end run of the whole DAG through kfp.local, as `make run` does it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines.local import format_summary, run_local
+from pipelines.ranking import STEPS
+
+
+@pytest.mark.slow
+def test_local_pipeline_run_writes_summary(tmp_path):
+    run_dir = tmp_path / "latest"
+    summary = run_local(
+        run_dir=run_dir,
+        arguments={
+            "synthetic_rows": 20_000,
+            "epochs": 1,
+            "architecture": "shared_bottom",
+            "min_auc_click": 0.5,
+            "min_auc_conversion": 0.5,
+        },
+    )
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk == summary
+    d = summary["dataset"]
+    assert d["train_rows"] + d["valid_rows"] + d["test_rows"] == 20_000
+    assert d["train_rows"] > d["valid_rows"] > 0
+    assert summary["model"] == {"architecture": "shared_bottom"}
+    for task in ("click", "conversion"):
+        m = summary["metrics"][task]
+        assert set(m) == {"auc", "logloss", "ece", "oracle_auc"}
+        assert 0.5 < m["auc"] <= m["oracle_auc"] + 0.02
+    assert summary["blessed"] is True
+    assert set(STEPS) <= set(summary["timings_s"])
+    assert all(v > 0 for v in summary["timings_s"].values())
+    assert (run_dir / "pipeline.yaml").is_file() and summary["pipeline_yaml"].endswith(
+        "pipeline.yaml"
+    )
+    assert "Ranker evaluation" in (run_dir / "report.md").read_text()
+    assert "shared_bottom" in format_summary(summary)
+
+
+def test_failed_step_is_reported_with_its_log(tmp_path):
+    run_dir = tmp_path / "bad"
+    with pytest.raises(RuntimeError, match=r"failed at \['prepare-data'\]") as err:
+        run_local(run_dir=run_dir, arguments={"data_source": str(tmp_path / "absent.parquet")})
+    assert "pipeline.log" in str(err.value)
+    assert "needs spec_path" in (run_dir / "pipeline.log").read_text()
+    assert not (run_dir / "summary.json").exists()
