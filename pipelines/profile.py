@@ -21,15 +21,16 @@ class StepResources:
 
 @dataclass(frozen=True)
 class ClusterProfile:
-    """Per-step requests; ``data_pvc`` mounts an existing claim at ``data_mount`` on the data step
-    so your own logs can be read from a shared volume."""
+    """Per-step requests. ``gpu_product`` pins GPU steps to nodes labelled with that
+    ``nvidia.com/gpu.product``; ``data_pvc`` mounts an existing claim (e.g. ``k8s/pipeline/
+    data-pvc.yaml``) at ``data_mount`` on the data step, so your own logs can be read from it."""
 
     data: StepResources = StepResources(cpu="2", memory="8Gi")
     features: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True)
     training: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True)
     evaluation: StepResources = StepResources(cpu="2", memory="8Gi")
-    gpu_node_selector: str = ""
-    data_pvc: str = ""
+    gpu_product: str | None = None
+    data_pvc: str | None = None
     data_mount: str = "/data"
 
 
@@ -40,9 +41,9 @@ def _apply(task: dsl.PipelineTask, resources: StepResources, profile: ClusterPro
         task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
         # GPU node pools are usually tainted; tolerate the taint the NVIDIA operator documents.
         kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
-        if profile.gpu_node_selector:
+        if profile.gpu_product is not None:
             kubernetes.add_node_selector(
-                task, label_key="nvidia.com/gpu.product", label_value=profile.gpu_node_selector
+                task, label_key="nvidia.com/gpu.product", label_value=profile.gpu_product
             )
 
 
@@ -58,5 +59,5 @@ def apply_profile(
     _apply(features, profile.features, profile)
     _apply(training, profile.training, profile)
     _apply(evaluation, profile.evaluation, profile)
-    if profile.data_pvc:
+    if profile.data_pvc is not None:
         kubernetes.mount_pvc(data, pvc_name=profile.data_pvc, mount_path=profile.data_mount)

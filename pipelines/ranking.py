@@ -1,6 +1,7 @@
 """The rankflow DAG: data -> features -> train -> evaluate. Wiring only."""
 
 from kfp import dsl
+from kfp.dsl.graph_component import GraphComponent
 
 from components.data.component import prepare_data
 from components.evaluation.component import evaluate_ranker
@@ -14,101 +15,117 @@ PIPELINE_NAME = "rankflow-ranking"
 STEPS = ("prepare-data", "engineer-features", "train-ranker", "evaluate-ranker")
 
 
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description=(
-        "Interaction log -> NVTabular features -> Merlin Models multi-task ranker (click + "
-        "conversion) -> evaluation and blessing gate."
-    ),
-)
-def ranking_pipeline(
-    data_source: str = "synthetic",
-    spec_path: str = "",
-    synthetic_rows: int = 1_000_000,
-    seed: int = 7,
-    valid_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    dask_workers: int = 1,
-    architecture: str = "mmoe",
-    embedding_dim: int = 16,
-    num_experts: int = 4,
-    expert_mlp: str = "64",
-    tower_mlp: str = "32",
-    bottom_mlp: str = "128,64",
-    batch_size: int = 1024,
-    epochs: int = 3,
-    learning_rate: float = 0.01,
-    min_auc_click: float = 0.7,
-    min_auc_conversion: float = 0.7,
-) -> dsl.Markdown:
-    """Train and evaluate a multi-task ranker.
+def build_pipeline(profile: ClusterProfile) -> GraphComponent:
+    """The ranking pipeline with ``profile``'s cluster settings applied to its tasks."""
 
-    Args:
-        data_source: "synthetic" for the built-in ads log, or a parquet/CSV path readable by the
-            data step (e.g. on a mounted volume or an object-store URI mounted into the pod).
-        spec_path: YAML dataset spec naming each column's role; required for your own data.
-        synthetic_rows: Rows of the synthetic log (ignored for your own data).
-        seed: Seed of the generator and of training.
-        valid_fraction: Latest-but-one slice of time held out for validation.
-        test_fraction: Latest slice of time held out for the test metrics.
-        dask_workers: Dask workers for NVTabular fit/transform (1 = in-process).
-        architecture: Multi-task architecture: mmoe, ple or shared_bottom.
-        embedding_dim: Embedding size of every categorical feature.
-        num_experts: Experts of MMoE (split between shared and task experts in PLE).
-        expert_mlp: Comma-separated layer sizes of each expert.
-        tower_mlp: Comma-separated layer sizes of each task tower.
-        bottom_mlp: Comma-separated layer sizes of the shared bottom (shared_bottom only).
-        batch_size: Training batch size.
-        epochs: Training epochs.
-        learning_rate: Adam learning rate.
-        min_auc_click: Minimum test AUC of the click task for the model to be blessed.
-        min_auc_conversion: Minimum test AUC of the conversion task (if the data has one).
-    """
-    data = prepare_data(
-        data_source=data_source,
-        spec_path=spec_path,
-        synthetic_rows=synthetic_rows,
-        seed=seed,
-        valid_fraction=valid_fraction,
-        test_fraction=test_fraction,
-    ).set_display_name("Prepare data")
-    features = engineer_features(
-        train_data=data.outputs["train_data"],
-        valid_data=data.outputs["valid_data"],
-        test_data=data.outputs["test_data"],
-        dataset_spec=data.outputs["dataset_spec"],
-        dask_workers=dask_workers,
-    ).set_display_name("NVTabular features")
-    training = train_ranker(
-        train_features=features.outputs["train_features"],
-        valid_features=features.outputs["valid_features"],
-        architecture=architecture,
-        embedding_dim=embedding_dim,
-        num_experts=num_experts,
-        expert_mlp=expert_mlp,
-        tower_mlp=tower_mlp,
-        bottom_mlp=bottom_mlp,
-        batch_size=batch_size,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        seed=seed,
-    ).set_display_name("Train ranker")
-    evaluation = evaluate_ranker(
-        ranker=training.outputs["ranker"],
-        test_features=features.outputs["test_features"],
-        test_data=data.outputs["test_data"],
-        dataset_spec=data.outputs["dataset_spec"],
-        min_auc_click=min_auc_click,
-        min_auc_conversion=min_auc_conversion,
-    ).set_display_name("Evaluate and bless")
-    apply_profile(
-        ClusterProfile(),
-        data=data,
-        features=features,
-        training=training,
-        evaluation=evaluation,
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=(
+            "Interaction log -> NVTabular features -> Merlin Models multi-task ranker (click + "
+            "conversion) -> evaluation and blessing gate."
+        ),
     )
-    # The serving half of the DAG (export -> validate on Triton -> deploy) hangs off
-    # `training.outputs["ranker"]`, `features.outputs["nvt_workflow"]` and
-    # `evaluation.outputs["blessed"]`.
-    return evaluation.outputs["report"]
+    def ranking_pipeline(
+        data_source: str = "synthetic",
+        spec_path: str = "",
+        synthetic_rows: int = 2_000_000,
+        seed: int = 7,
+        valid_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        dask_workers: int = 1,
+        architecture: str = "mmoe",
+        embedding_dim: int = 16,
+        num_experts: int = 4,
+        expert_mlp: str = "64",
+        tower_mlp: str = "32",
+        bottom_mlp: str = "128,64",
+        cross_depth: int = 2,
+        dropout: float = 0.1,
+        batch_size: int = 1024,
+        epochs: int = 1,
+        learning_rate: float = 0.005,
+        min_auc_click: float = 0.7,
+        min_auc_conversion: float = 0.7,
+    ) -> dsl.Markdown:
+        """Train and evaluate a multi-task ranker.
+
+        Args:
+            data_source: "synthetic" for the built-in ads log, or a parquet/CSV path readable by the
+                data step (e.g. on a mounted volume or an object-store URI mounted into the pod).
+            spec_path: YAML dataset spec naming each column's role; required for your own data,
+                left empty for the synthetic log.
+            synthetic_rows: Rows of the synthetic log (ignored for your own data).
+            seed: Seed of the generator and of training.
+            valid_fraction: Latest-but-one slice of time held out for validation.
+            test_fraction: Latest slice of time held out for the test metrics.
+            dask_workers: Dask workers for NVTabular fit/transform (1 = in-process).
+            architecture: Multi-task architecture: mmoe, ple or shared_bottom.
+            embedding_dim: Embedding size of every categorical feature.
+            num_experts: Experts of MMoE (split between shared and task experts in PLE).
+            expert_mlp: Comma-separated layer sizes of each expert.
+            tower_mlp: Comma-separated layer sizes of each task tower.
+            bottom_mlp: Comma-separated layer sizes of the shared bottom (shared_bottom only).
+            cross_depth: Layers of the DCN-v2 cross network in front of the experts (0 = none).
+            dropout: Dropout rate of every MLP layer.
+            batch_size: Training batch size.
+            epochs: Training epochs.
+            learning_rate: Peak Adam learning rate (cosine-decayed to zero over the run).
+            min_auc_click: Minimum test AUC of the click task for the model to be blessed.
+            min_auc_conversion: Minimum test AUC of the conversion task (if the data has one).
+        """
+        data = prepare_data(
+            data_source=data_source,
+            spec_path=spec_path,
+            synthetic_rows=synthetic_rows,
+            seed=seed,
+            valid_fraction=valid_fraction,
+            test_fraction=test_fraction,
+        ).set_display_name("Prepare data")
+        features = engineer_features(
+            train_data=data.outputs["train_data"],
+            valid_data=data.outputs["valid_data"],
+            test_data=data.outputs["test_data"],
+            dataset_spec=data.outputs["dataset_spec"],
+            dask_workers=dask_workers,
+        ).set_display_name("NVTabular features")
+        training = train_ranker(
+            train_features=features.outputs["train_features"],
+            valid_features=features.outputs["valid_features"],
+            architecture=architecture,
+            embedding_dim=embedding_dim,
+            num_experts=num_experts,
+            expert_mlp=expert_mlp,
+            tower_mlp=tower_mlp,
+            bottom_mlp=bottom_mlp,
+            cross_depth=cross_depth,
+            dropout=dropout,
+            batch_size=batch_size,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            seed=seed,
+        ).set_display_name("Train ranker")
+        evaluation = evaluate_ranker(
+            ranker=training.outputs["ranker"],
+            test_features=features.outputs["test_features"],
+            test_data=data.outputs["test_data"],
+            dataset_spec=data.outputs["dataset_spec"],
+            min_auc_click=min_auc_click,
+            min_auc_conversion=min_auc_conversion,
+        ).set_display_name("Evaluate and bless")
+        apply_profile(
+            profile,
+            data=data,
+            features=features,
+            training=training,
+            evaluation=evaluation,
+        )
+        # The serving half of the DAG (export -> validate on Triton -> deploy) hangs off
+        # `training.outputs["ranker"]`, `features.outputs["nvt_workflow"]` and
+        # `evaluation.outputs["blessed"]`.
+        return evaluation.outputs["report"]
+
+    return ranking_pipeline
+
+
+#: The pipeline with the default cluster profile: what `make compile` commits and `make run` runs.
+ranking_pipeline = build_pipeline(ClusterProfile())

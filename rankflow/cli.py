@@ -49,7 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the pipeline locally with kfp.local")
     run.add_argument("--run-dir", type=Path, default=Path("runs/latest"))
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
-    sub.add_parser("compile", help="compile the pipeline to its committed IR YAML")
+    comp = sub.add_parser("compile", help="compile the pipeline to IR YAML")
+    comp.add_argument("--output", type=Path, help="default: the committed pipelines/compiled/ file")
+    comp.add_argument("--data-pvc", help="mount this PersistentVolumeClaim on the data step")
+    comp.add_argument("--gpu-product", help="nvidia.com/gpu.product node label for GPU steps")
     submit = sub.add_parser("submit", help="submit the compiled pipeline to Kubeflow")
     submit.add_argument("--host", required=True)
     submit.add_argument("--experiment", default="rankflow")
@@ -63,7 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipelines.compile import COMPILED_PIPELINE, compile_pipeline
 
     if args.command == "compile":
-        path = compile_pipeline()
+        from pipelines.profile import ClusterProfile
+
+        profile = ClusterProfile(data_pvc=args.data_pvc, gpu_product=args.gpu_product)
+        path = compile_pipeline(args.output or COMPILED_PIPELINE, profile=profile)
         logger.info("compiled %s", path)
         return 0
     if args.command == "submit":

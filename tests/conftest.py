@@ -37,7 +37,7 @@ def prepared(tmp_path_factory) -> dict[str, Path]:
     outputs = {name: root / name for name in ("train", "valid", "test")}
     prepare_data(
         "synthetic",
-        spec_path="",
+        spec_path=None,
         synthetic=SyntheticConfig(rows=SMALL_ROWS, seed=11, chunk_rows=10_000),
         split=SplitConfig(),
         outputs=outputs,

@@ -15,7 +15,7 @@ def prepare_data(
     data_stats: Output[Metrics],
     data_source: str = "synthetic",
     spec_path: str = "",
-    synthetic_rows: int = 1_000_000,
+    synthetic_rows: int = 2_000_000,
     seed: int = 7,
     valid_fraction: float = 0.1,
     test_fraction: float = 0.1,
@@ -29,7 +29,8 @@ def prepare_data(
 
     prepared = run(
         data_source,
-        spec_path=spec_path,
+        # KFP parameters can't be None on every backend: "" in the UI means "no spec".
+        spec_path=spec_path or None,
         synthetic=SyntheticConfig(rows=synthetic_rows, seed=seed),
         split=SplitConfig(valid_fraction=valid_fraction, test_fraction=test_fraction),
         outputs={

@@ -28,7 +28,7 @@ class PreparedData:
 def prepare_data(
     data_source: str,
     *,
-    spec_path: str,
+    spec_path: str | None,
     synthetic: SyntheticConfig,
     split: SplitConfig,
     outputs: dict[str, Path],
@@ -43,13 +43,13 @@ def prepare_data(
         raise ValueError(f"no output location for split(s) {missing}")
     with tempfile.TemporaryDirectory(prefix="rankflow-raw-") as scratch:
         if data_source == SYNTHETIC:
-            if spec_path:
+            if spec_path is not None:
                 raise ValueError(
                     "spec_path is only for your own data; the generator brings its spec"
                 )
             source, spec = write_synthetic_log(synthetic, scratch)
         else:
-            if not spec_path:
+            if spec_path is None:
                 raise ValueError(
                     f"data_source {data_source!r} needs spec_path: a YAML naming each column's role"
                 )

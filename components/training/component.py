@@ -18,9 +18,11 @@ def train_ranker(
     expert_mlp: str = "64",
     tower_mlp: str = "32",
     bottom_mlp: str = "128,64",
+    cross_depth: int = 2,
+    dropout: float = 0.1,
     batch_size: int = 1024,
-    epochs: int = 3,
-    learning_rate: float = 0.01,
+    epochs: int = 1,
+    learning_rate: float = 0.005,
     seed: int = 7,
 ):
     """Train the Merlin Models multi-task ranker and save it as a SavedModel."""
@@ -36,6 +38,8 @@ def train_ranker(
         expert_mlp=parse_sizes(expert_mlp, name="expert_mlp"),
         tower_mlp=parse_sizes(tower_mlp, name="tower_mlp"),
         bottom_mlp=parse_sizes(bottom_mlp, name="bottom_mlp"),
+        cross_depth=cross_depth,
+        dropout=dropout,
         batch_size=batch_size,
         epochs=epochs,
         learning_rate=learning_rate,

@@ -39,11 +39,11 @@ class RankerConfig:
     bottom_mlp: tuple[int, ...] = (128, 64)
     gate_mlp: tuple[int, ...] = (16,)
     ple_layers: int = 2
-    dropout: float = 0.0
-    batch_size: int = 2048
+    dropout: float = 0.1
+    batch_size: int = 1024
     epochs: int = 3
     patience: int = 1
-    learning_rate: float = 3e-3
+    learning_rate: float = 5e-3
     seed: int = 7
 
     def __post_init__(self) -> None:
@@ -174,7 +174,7 @@ def train_ranker(
     tf.keras.utils.set_random_seed(config.seed)
     train = _loader(train_path, batch_size=config.batch_size, shuffle=True)
     valid = _loader(valid_path, batch_size=config.batch_size * 4, shuffle=False)
-    model = build_ranker(train.schema, config=config)
+    model = build_ranker(train.input_schema, config=config)
     # Cosine decay to zero over the whole run: late epochs refine instead of memorising ids.
     schedule = tf.keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=max(1, len(train) * config.epochs)
@@ -216,7 +216,7 @@ def predict(model, data_path: Path, *, batch_size: int = 8192) -> dict[str, np.n
     for inputs, _targets in loader:
         result = model(inputs, training=False)
         if not isinstance(result, Mapping):
-            result = {task_names(loader.schema)[0]: result}
+            result = {task_names(loader.input_schema)[0]: result}
         for name, value in result.items():
             outputs.setdefault(_task_of(name), []).append(np.asarray(value).reshape(-1))
     return {name: np.concatenate(parts) for name, parts in outputs.items()}

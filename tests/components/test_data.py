@@ -211,7 +211,7 @@ def test_own_data_needs_a_spec(tmp_path):
     with pytest.raises(ValueError, match="needs spec_path"):
         prepare_data(
             str(tmp_path / "log.parquet"),
-            spec_path="",
+            spec_path=None,
             synthetic=SyntheticConfig(),
             split=SplitConfig(),
             outputs={n: tmp_path / n for n in ("train", "valid", "test")},
