@@ -28,3 +28,20 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     if final.exists():
         shutil.rmtree(final) if final.is_dir() else final.unlink()
     scratch.rename(final)
+
+
+def parquet_parts(directory: str | Path) -> list[Path]:
+    """The ``*.parquet`` files of a directory in part order (``part_2`` before ``part_10``).
+
+    Merlin output directories also hold ``schema.pbtxt`` and metadata files that a plain
+    parquet dataset reader would trip over.
+    """
+
+    def key(path: Path) -> tuple[int, str]:
+        digits = "".join(ch for ch in path.stem if ch.isdigit())
+        return (int(digits) if digits else -1, path.name)
+
+    parts = sorted(Path(directory).glob("*.parquet"), key=key)
+    if not parts:
+        raise FileNotFoundError(f"no parquet files in {directory}")
+    return parts

@@ -77,3 +77,14 @@ def trained(features, tmp_path_factory) -> Path:
         config=RankerConfig(epochs=1, batch_size=512),
     )
     return model_dir
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    """``artifact(dsl.Dataset, "name")`` -> a KFP artifact at a fresh path under ``tmp_path``, or
+    at ``path`` for an input that already exists."""
+
+    def make(cls, name: str, path: Path | None = None):
+        return cls(name=name, uri=str(path or tmp_path / name))
+
+    return make

@@ -35,15 +35,13 @@ class SplitConfig:
 
 
 def _as_int64(values) -> np.ndarray:  # values: pyarrow array
+    """Timestamps/dates as integers in the column's own unit: order is all the split needs."""
     import pyarrow as pa
 
-    if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
-        values = values.cast(pa.int64()) if pa.types.is_timestamp(values.type) else values
-        return (
-            np.asarray(values.to_numpy(zero_copy_only=False))
-            .astype("datetime64[ns]")
-            .astype(np.int64)
-        )
+    if pa.types.is_timestamp(values.type):
+        values = values.cast(pa.int64())
+    elif pa.types.is_date(values.type):
+        values = values.cast(pa.date32()).cast(pa.int32())
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 

@@ -6,9 +6,8 @@ represent (surface x category, age x creative, device x creative x surface), and
 The probabilities themselves are written as ``p_click`` / ``p_conversion`` (never features), so the
 Bayes-oracle AUC of each task on any split is known.
 
-Rows are produced in fixed-size chunks, each from its own ``(seed, chunk)`` random stream, so the
-output is identical for a given seed whatever the chunking of the writer and memory stays bounded
-at 10M+ rows.
+Rows are produced in fixed-size chunks, each from its own ``(seed, chunk index)`` random stream:
+the output is identical for a given seed and chunk size, and memory stays bounded at 10M+ rows.
 """
 
 from __future__ import annotations

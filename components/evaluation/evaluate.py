@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from components.evaluation import metrics as m
+from rankflow.io import parquet_parts
 from rankflow.spec import TARGET_STAGES, DatasetSpec
 
 logger = logging.getLogger(__name__)
@@ -78,8 +79,8 @@ def evaluate(
     """Score per-task predictions against the raw test split (labels and true probabilities).
 
     ``min_auc`` maps funnel stages (``click``, ``conversion``) to their minimum AUC.
-    ``predictions`` are in the row order of the processed test split, which the feature step
-    writes in the raw split's order; the labels are cross-checked to prove the alignment.
+    ``predictions`` are in the row order of the raw split (the feature step keeps it; see
+    ``evaluate_ranker``).
     """
     import pyarrow.parquet as pq
 
@@ -163,6 +164,20 @@ def evaluate_ranker(
     min_auc: Mapping[str, float],
 ) -> Evaluation:
     """Reload the saved ranker, score the processed test split, evaluate against the raw one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from components.training.ranker import load_ranker, predict
 
+    # Scores are matched to raw labels and true probabilities by row position: prove the two
+    # splits line up before trusting any metric.
+    targets = list(spec.target_columns)
+    processed = pa.concat_tables(
+        pq.read_table(str(part), columns=targets) for part in parquet_parts(test_features)
+    ).to_pandas()
+    raw = pq.read_table(str(raw_test), columns=targets).to_pandas()
+    if len(processed) != len(raw) or not (processed.to_numpy() == raw.to_numpy()).all():
+        raise ValueError(
+            f"processed test split {test_features} is not row-aligned with raw split {raw_test}"
+        )
     return evaluate(spec, predict(load_ranker(model_dir), test_features), raw_test, min_auc=min_auc)

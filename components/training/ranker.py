@@ -168,7 +168,6 @@ def train_ranker(
 
     Returns the training history (per-epoch losses and metrics) as plain floats.
     """
-    import merlin.models.tf as mm
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(config.seed)
@@ -193,7 +192,6 @@ def train_ranker(
     )
     with atomic_dir(model_dir) as scratch:
         model.save(str(scratch))
-    del mm  # imported for its side effect of registering the Merlin layers
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
 

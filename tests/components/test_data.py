@@ -220,10 +220,7 @@ def test_own_data_needs_a_spec(tmp_path):
 
 
 # -- component ----------------------------------------------------------------------------------
-def test_component_writes_named_artifacts(tmp_path):
-    def artifact(cls, name):
-        return cls(name=name, uri=str(tmp_path / name))
-
+def test_component_writes_named_artifacts(artifact):
     outs = {
         "train_data": artifact(dsl.Dataset, "train_data"),
         "valid_data": artifact(dsl.Dataset, "valid_data"),

@@ -102,10 +102,7 @@ def test_bless_thresholds(prepared):
         bless(tasks, {"like": 0.5})
 
 
-def test_component_writes_metrics_roc_report_and_blessing(trained, features, prepared, tmp_path):
-    def artifact(cls, name, path=None):
-        return cls(name=name, uri=str(path or tmp_path / name))
-
+def test_component_writes_metrics_roc_report_and_blessing(trained, features, prepared, artifact):
     outs = {
         "metrics": artifact(dsl.Metrics, "metrics"),
         "click_roc": artifact(dsl.ClassificationMetrics, "click_roc"),
@@ -155,3 +152,23 @@ def test_markdown_report_shows_gap_and_calibration(prepared):
     assert "**blessed**" in report
     assert report.count("## Calibration") == 2
     assert "| click |" in report
+
+
+def test_misaligned_splits_are_refused(trained, features, prepared, tmp_path):
+    import pandas as pd
+
+    from components.evaluation.evaluate import evaluate_ranker
+
+    shuffled = tmp_path / "test_features"
+    shuffled.mkdir()
+    frame = pd.read_parquet(features["test"] / "part_0.parquet")
+    frame.sample(frac=1.0, random_state=0).to_parquet(shuffled / "part_0.parquet", index=False)
+    (shuffled / "schema.pbtxt").write_text((features["test"] / "schema.pbtxt").read_text())
+    with pytest.raises(ValueError, match="not row-aligned"):
+        evaluate_ranker(
+            DatasetSpec.load(prepared["spec"]),
+            model_dir=trained,
+            test_features=shuffled,
+            raw_test=prepared["test"],
+            min_auc={},
+        )

@@ -152,11 +152,7 @@ def test_gpu_path_uses_cudf(prepared, tmp_path):
     assert "cudf" in (tmp_path / "wf" / "metadata.json").read_text()
 
 
-def test_component_wires_artifacts(tmp_path, prepared):
-    def artifact(cls, name, path=None):
-        a = cls(name=name, uri=str(path or tmp_path / name))
-        return a
-
+def test_component_wires_artifacts(artifact, prepared):
     outs = {
         "nvt_workflow": artifact(dsl.Model, "nvt_workflow"),
         "train_features": artifact(dsl.Dataset, "train_features"),

@@ -110,10 +110,7 @@ def test_training_is_seeded(features, tmp_path):
     np.testing.assert_allclose(a["click"], b["click"], rtol=1e-5, atol=1e-6)
 
 
-def test_component_trains_and_saves(features, tmp_path):
-    def artifact(cls, name, path=None):
-        return cls(name=name, uri=str(path or tmp_path / name))
-
+def test_component_trains_and_saves(features, artifact):
     ranker = artifact(dsl.Model, "ranker")
     metrics = artifact(dsl.Metrics, "training_metrics")
     train_component.python_func(
