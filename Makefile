@@ -17,7 +17,7 @@ help: ## List the targets
 # Re-runs only when the lock or the project metadata changes.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
-	$(PY) -m pip install --quiet "pip>=24,<26.3"
+	$(PY) -m pip install --quiet "pip==25.3" "setuptools==65.5.0" "wheel==0.45.1"
 	$(PY) -m pip install --quiet --no-deps -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -c "import google.protobuf as p, sys; v = p.__version__; sys.exit(0 if v.startswith('6.') else f'protobuf {v} installed; kfp needs 6.x')"
