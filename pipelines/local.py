@@ -91,6 +91,7 @@ def run_local(
     from tqdm.auto import tqdm
 
     from pipelines.compile import compile_pipeline
+    from pipelines.plots import plot_evaluation
     from pipelines.ranking import STEPS, ranking_pipeline
 
     if run_dir.exists():
@@ -123,6 +124,10 @@ def run_local(
     )
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.copyfile(report.path, run_dir / "report.md")
+    evaluation = json.loads(
+        (Path(summary["artifacts"]) / "evaluate-ranker" / "evaluation").read_text()
+    )
+    plot_evaluation(evaluation, run_dir / "evaluation.png")
     return summary
 
 

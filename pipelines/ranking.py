@@ -1,12 +1,20 @@
-"""The rankflow DAG: data -> features -> train -> evaluate. Wiring only."""
+"""The rankflow DAG: data -> features -> train -> evaluate. Wiring only.
+
+Parameter defaults come from the steps' config dataclasses, so each default lives in one place.
+"""
 
 from kfp import dsl
 from kfp.dsl.graph_component import GraphComponent
 
 from components.data.component import prepare_data
+from components.data.split import SplitConfig
+from components.data.synthetic import SyntheticConfig
 from components.evaluation.component import evaluate_ranker
+from components.evaluation.evaluate import BlessingPolicy
 from components.features.component import engineer_features
+from components.features.workflow import FeatureConfig
 from components.training.component import train_ranker
+from components.training.ranker import RankerConfig, format_sizes
 from pipelines.profile import ClusterProfile, apply_profile
 
 PIPELINE_NAME = "rankflow-ranking"
@@ -28,24 +36,24 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
     def ranking_pipeline(
         data_source: str = "synthetic",
         spec_path: str = "",
-        synthetic_rows: int = 2_000_000,
-        seed: int = 7,
-        valid_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        dask_workers: int = 1,
-        architecture: str = "mmoe",
-        embedding_dim: int = 16,
-        num_experts: int = 4,
-        expert_mlp: str = "64",
-        tower_mlp: str = "32",
-        bottom_mlp: str = "128,64",
-        cross_depth: int = 2,
-        dropout: float = 0.1,
-        batch_size: int = 1024,
-        epochs: int = 1,
-        learning_rate: float = 0.005,
-        min_auc_click: float = 0.7,
-        min_auc_conversion: float = 0.7,
+        synthetic_rows: int = SyntheticConfig.rows,
+        seed: int = SyntheticConfig.seed,
+        valid_fraction: float = SplitConfig.valid_fraction,
+        test_fraction: float = SplitConfig.test_fraction,
+        dask_workers: int = FeatureConfig.dask_workers,
+        architecture: str = RankerConfig.architecture,
+        embedding_dim: int = RankerConfig.embedding_dim,
+        num_experts: int = RankerConfig.num_experts,
+        expert_mlp: str = format_sizes(RankerConfig.expert_mlp),
+        tower_mlp: str = format_sizes(RankerConfig.tower_mlp),
+        bottom_mlp: str = format_sizes(RankerConfig.bottom_mlp),
+        cross_depth: int = RankerConfig.cross_depth,
+        dropout: float = RankerConfig.dropout,
+        batch_size: int = RankerConfig.batch_size,
+        epochs: int = RankerConfig.epochs,
+        learning_rate: float = RankerConfig.learning_rate,
+        min_auc_click: float = BlessingPolicy.min_auc_click,
+        min_auc_conversion: float = BlessingPolicy.min_auc_conversion,
     ) -> dsl.Markdown:
         """Train and evaluate a multi-task ranker.
 

@@ -88,3 +88,17 @@ def artifact(tmp_path):
         return cls(name=name, uri=str(path or tmp_path / name))
 
     return make
+
+
+def pipeline_defaults(component) -> dict:
+    """The pipeline's default for every parameter of ``component`` (the pipeline passes its
+    parameters through under the same names), so tests call a component as a default run would."""
+    from pipelines.ranking import ranking_pipeline
+
+    params = ranking_pipeline.component_spec.inputs
+    casts = {"NUMBER_INTEGER": int, "NUMBER_DOUBLE": float}
+    return {
+        name: casts.get(spec.type, lambda v: v)(params[name].default)
+        for name, spec in component.component_spec.inputs.items()
+        if name in params
+    }

@@ -13,12 +13,12 @@ def prepare_data(
     test_data: Output[Dataset],
     dataset_spec: Output[Artifact],
     data_stats: Output[Metrics],
-    data_source: str = "synthetic",
-    spec_path: str = "",
-    synthetic_rows: int = 2_000_000,
-    seed: int = 7,
-    valid_fraction: float = 0.1,
-    test_fraction: float = 0.1,
+    data_source: str,
+    spec_path: str,
+    synthetic_rows: int,
+    seed: int,
+    valid_fraction: float,
+    test_fraction: float,
 ):
     """Generate or read the interaction log, validate it against its spec, split it by time."""
     from pathlib import Path

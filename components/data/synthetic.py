@@ -39,7 +39,7 @@ LATENT_DIM = 4
 class SyntheticConfig:
     """Size and shape of the synthetic log."""
 
-    rows: int = 300_000
+    rows: int = 2_000_000
     seed: int = 7
     chunk_rows: int = 250_000
     n_users: int | None = None

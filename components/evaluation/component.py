@@ -28,15 +28,15 @@ def evaluate_ranker(
     conversion_roc: Output[ClassificationMetrics],
     report: Output[Markdown],
     evaluation: Output[Artifact],
-    min_auc_click: float = 0.7,
-    min_auc_conversion: float = 0.7,
+    min_auc_click: float,
+    min_auc_conversion: float,
 ) -> NamedTuple("EvaluationOutputs", [("blessed", bool)]):
     """Per-task AUC / log-loss / ECE / oracle AUC on the test split, and the blessing decision."""
     from collections import namedtuple
     from pathlib import Path
 
+    from components.evaluation.evaluate import BlessingPolicy, markdown_report
     from components.evaluation.evaluate import evaluate_ranker as run
-    from components.evaluation.evaluate import markdown_report
     from rankflow.spec import DatasetSpec
 
     spec = DatasetSpec.load(dataset_spec.path)
@@ -45,11 +45,7 @@ def evaluate_ranker(
         model_dir=Path(ranker.path),
         test_features=Path(test_features.path),
         raw_test=Path(test_data.path),
-        min_auc={
-            stage: threshold
-            for stage, threshold in (("click", min_auc_click), ("conversion", min_auc_conversion))
-            if stage in spec.targets
-        },
+        min_auc=BlessingPolicy(min_auc_click, min_auc_conversion).thresholds(spec),
     )
     for task, values in result.summary().items():
         for name, value in values.items():

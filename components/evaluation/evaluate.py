@@ -18,6 +18,19 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class BlessingPolicy:
+    """Minimum test AUC per funnel stage for a model to be blessed for deployment."""
+
+    min_auc_click: float = 0.7
+    min_auc_conversion: float = 0.7
+
+    def thresholds(self, spec: DatasetSpec) -> dict[str, float]:
+        """Thresholds of the stages the spec has targets for."""
+        wanted = {"click": self.min_auc_click, "conversion": self.min_auc_conversion}
+        return {stage: wanted[stage] for stage in TARGET_STAGES if stage in spec.targets}
+
+
+@dataclass(frozen=True)
 class TaskResult:
     task: str
     stage: str

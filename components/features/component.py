@@ -17,7 +17,7 @@ def engineer_features(
     valid_features: Output[Dataset],
     test_features: Output[Dataset],
     feature_stats: Output[Metrics],
-    dask_workers: int = 1,
+    dask_workers: int,
 ):
     """Fit the NVTabular workflow on train; transform every split; emit the Merlin schema."""
     from pathlib import Path

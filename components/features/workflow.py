@@ -98,22 +98,29 @@ def build_workflow(spec: DatasetSpec, *, categories_dir: str | Path) -> nvt.Work
 
 
 @contextmanager
-def _maybe_cluster(config: FeatureConfig) -> Iterator[object | None]:
+def _maybe_cluster(config: FeatureConfig, *, gpu: bool) -> Iterator[None]:
+    """A local Dask cluster of ``dask_workers`` workers: one per GPU with dask-cuda, processes on
+    the CPU. Merlin picks its client up as the global Dask client."""
     if config.dask_workers == 1:
-        yield None
+        yield
         return
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with (
-        LocalCluster(
+    if gpu:
+        from dask_cuda import LocalCUDACluster
+
+        cluster = LocalCUDACluster(n_workers=config.dask_workers, dashboard_address=None)
+    else:
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(
             n_workers=config.dask_workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+        )
+    with cluster, Client(cluster):
+        yield
 
 
 def run_feature_engineering(
@@ -135,16 +142,18 @@ def run_feature_engineering(
     if "train" not in splits:
         raise ValueError("feature engineering needs a 'train' split to fit on")
     cpu = not gpu_available()
-    logger.info("feature engineering on %s", "CPU" if cpu else "GPU (cudf)")
+    logger.info(
+        "feature engineering on %s, %d Dask worker(s)",
+        "CPU" if cpu else "GPU (cudf)",
+        config.dask_workers,
+    )
     engine_kwargs = {"engine": "parquet", "part_size": config.part_size, "cpu": cpu}
 
     with (
-        _maybe_cluster(config) as client,
+        _maybe_cluster(config, gpu=not cpu),
         tempfile.TemporaryDirectory(prefix="rankflow-categories-") as categories_dir,
     ):
-        # With a cluster up, Merlin picks up its client as the global Dask client.
         workflow = build_workflow(spec, categories_dir=categories_dir)
-        logger.info("dask client: %s", client)
         # The workflow selects its own columns: timestamps and true probabilities never enter it.
         workflow.fit(Dataset(str(splits["train"]), **engine_kwargs))
         for name, source in splits.items():

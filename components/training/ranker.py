@@ -41,7 +41,7 @@ class RankerConfig:
     ple_layers: int = 2
     dropout: float = 0.1
     batch_size: int = 1024
-    epochs: int = 3
+    epochs: int = 1
     patience: int = 1
     learning_rate: float = 5e-3
     seed: int = 7
@@ -82,6 +82,11 @@ def parse_sizes(text: str, *, name: str) -> tuple[int, ...]:
     if not sizes:
         raise ValueError(f"{name} must name at least one layer size, got {text!r}")
     return sizes
+
+
+def format_sizes(sizes: tuple[int, ...]) -> str:
+    """The inverse of ``parse_sizes``."""
+    return ",".join(str(size) for size in sizes)
 
 
 def task_names(schema: Schema) -> list[str]:

@@ -15,6 +15,7 @@ from components.data.synthetic import SyntheticConfig, iter_chunks, synthetic_sp
 from components.data.validate import DataValidationError, validate_log
 from components.evaluation.metrics import auc
 from rankflow.spec import DatasetSpec, SpecError
+from tests.conftest import pipeline_defaults
 
 SMALL = SyntheticConfig(rows=12_000, seed=3, chunk_rows=5_000)
 
@@ -228,7 +229,8 @@ def test_component_writes_named_artifacts(artifact):
         "dataset_spec": artifact(dsl.Artifact, "dataset_spec"),
         "data_stats": artifact(dsl.Metrics, "data_stats"),
     }
-    prepare_component.python_func(**outs, synthetic_rows=5_000, seed=2)
+    params = {**pipeline_defaults(prepare_component), "synthetic_rows": 5_000, "seed": 2}
+    prepare_component.python_func(**outs, **params)
     stats = outs["data_stats"].metadata
     assert stats["train_rows"] + stats["valid_rows"] + stats["test_rows"] == 5_000
     assert 0 < stats["conversion_rate"] < stats["click_rate"] < 1

@@ -134,6 +134,7 @@ def test_component_writes_metrics_roc_report_and_blessing(trained, features, pre
         test_data=artifact(dsl.Dataset, "test_data", prepared["test"]),
         dataset_spec=artifact(dsl.Artifact, "spec", prepared["spec"]),
         min_auc_click=0.999,
+        min_auc_conversion=0.5,
         **{k: artifact(type(v), k + "2") for k, v in outs.items()},
     )
     assert refused.blessed is False

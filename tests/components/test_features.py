@@ -11,6 +11,7 @@ from kfp import dsl
 from components.features.component import engineer_features
 from components.features.workflow import FeatureConfig, build_workflow, run_feature_engineering
 from rankflow.spec import DatasetSpec
+from tests.conftest import pipeline_defaults
 
 
 def _schema(path: Path):
@@ -166,6 +167,7 @@ def test_component_wires_artifacts(artifact, prepared):
         test_data=artifact(dsl.Dataset, "test", prepared["test"]),
         dataset_spec=artifact(dsl.Artifact, "spec", prepared["spec"]),
         **outs,
+        **pipeline_defaults(engineer_features),
     )
     assert (Path(outs["nvt_workflow"].path) / "workflow.pkl").is_file()
     for name in ("train_features", "valid_features", "test_features"):

@@ -15,6 +15,7 @@ from components.training.ranker import (
     parse_sizes,
     predict,
 )
+from tests.conftest import pipeline_defaults
 
 
 def _schema(path: Path):
@@ -118,11 +119,19 @@ def test_component_trains_and_saves(features, artifact):
         valid_features=artifact(dsl.Dataset, "valid", features["valid"]),
         ranker=ranker,
         training_metrics=metrics,
-        architecture="ple",
-        epochs=1,
-        batch_size=1024,
+        **{**pipeline_defaults(train_component), "architecture": "ple", "epochs": 1},
     )
     assert (Path(ranker.path) / "saved_model.pb").is_file()
     assert ranker.metadata["architecture"] == "ple"
     assert np.isfinite(metrics.metadata["val_loss"])
     assert 0.5 < metrics.metadata["val_click_binary_output_auc"] <= 1.0
+
+
+@pytest.mark.gpu
+def test_training_data_path_is_on_the_gpu(features):
+    import tensorflow as tf
+
+    from components.training.ranker import _loader
+
+    assert tf.config.list_physical_devices("GPU")
+    assert _loader(features["train"], batch_size=64, shuffle=False).device != "cpu"

@@ -40,6 +40,7 @@ def test_local_pipeline_run_writes_summary(tmp_path):
         "pipeline.yaml"
     )
     assert "Ranker evaluation" in (run_dir / "report.md").read_text()
+    assert (run_dir / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
     assert "shared_bottom" in format_summary(summary)
 
 
