@@ -12,7 +12,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,12 +27,11 @@ _FINISHED = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
 class StepTimer:
     """Reads kfp.local's log stream: per-task wall time, and one progress tick per finished task."""
 
-    steps: tuple[str, ...]
     log: TextIO
     progress: Any  # tqdm bar; Any keeps tqdm an import of the caller
-    started: dict[str, float]
-    seconds: dict[str, float]
-    statuses: dict[str, str]
+    started: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    statuses: dict[str, str] = field(default_factory=dict)
     _pending: str = ""
 
     def feed(self, text: str) -> None:
@@ -106,7 +105,7 @@ def run_local(
         log_path.open("w") as log,
         tqdm(total=len(STEPS), desc="rankflow", unit="step", file=sys.stderr) as bar,
     ):
-        timer = StepTimer(STEPS, log, bar, {}, {}, {})
+        timer = StepTimer(log, bar)
         try:
             with _capture(timer), warnings.catch_warnings():
                 # kfp.local warns that the image is not used: by design, this venv is the image.

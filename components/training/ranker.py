@@ -31,7 +31,6 @@ class RankerConfig:
 
     architecture: str = "mmoe"
     embedding_dim: int = 16
-    embedding_l2: float = 0.0
     cross_depth: int = 2
     num_experts: int = 4
     expert_mlp: tuple[int, ...] = (64,)
@@ -110,9 +109,6 @@ def build_ranker(schema: Schema, *, config: RankerConfig) -> mm.Model:
         categorical=mm.Embeddings(
             features.select_by_tag(Tags.CATEGORICAL),
             dim=config.embedding_dim,
-            # Penalise only the rows looked up in each batch: ids seen a few dozen times would
-            # otherwise be memorised.
-            l2_batch_regularization_factor=config.embedding_l2,
         ),
     )
 
