@@ -1,0 +1,241 @@
+"""A real Triton Inference Server process, run from the binary inside the nvidia-pytriton wheel.
+
+That Triton has the python backend and ensembles but no TensorFlow backend. It is started directly
+against a model repository, on loopback ports, in explicit model-control mode; a misconfigured
+server hangs in loading instead of exiting, so readiness is awaited with a timeout that also
+watches the process.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+logger = logging.getLogger(__name__)
+
+SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
+
+
+class TritonError(RuntimeError):
+    """The local Triton server could not be started, or did not become ready."""
+
+
+@dataclass(frozen=True)
+class TritonPorts:
+    http: int
+    grpc: int
+    metrics: int
+
+    @classmethod
+    def free(cls) -> TritonPorts:
+        """Three currently free loopback ports."""
+        sockets = [socket.socket() for _ in range(3)]
+        try:
+            for s in sockets:
+                s.bind(("127.0.0.1", 0))
+            http, grpc, metrics = (s.getsockname()[1] for s in sockets)
+        finally:
+            for s in sockets:
+                s.close()
+        return cls(http=http, grpc=grpc, metrics=metrics)
+
+
+@dataclass(frozen=True)
+class TritonConfig:
+    """How to run the server. ``models`` are loaded at start-up (explicit control mode)."""
+
+    model_repository: Path
+    ports: TritonPorts = field(default_factory=TritonPorts.free)
+    models: tuple[str, ...] = ()
+    ready_timeout_s: float = 120.0
+    log_verbose: int = 0
+
+
+def _pytriton_root() -> Path:
+    import pytriton
+
+    return Path(pytriton.__file__).resolve().parent / "tritonserver"
+
+
+def _backend_directory(scratch: Path) -> Path:
+    """A backend dir whose python backend has the stub built for the running Python."""
+    root = _pytriton_root()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise TritonError(f"nvidia-pytriton ships no python backend stub for Python {version}")
+    python = scratch / "backends" / "python"
+    python.mkdir(parents=True)
+    for source in (
+        root / "backends" / "python" / "libtriton_python.so",
+        root / "backends" / "python" / "triton_python_backend_utils.py",
+        stub,
+    ):
+        (python / source.name).symlink_to(source)
+    return scratch / "backends"
+
+
+def _environment() -> dict[str, str]:
+    # The stub is a separate process that embeds this interpreter: it needs the venv's python
+    # first on PATH and libpython plus the wheel's bundled libraries on the loader path.
+    libs = _pytriton_root().parent.parent / "nvidia_pytriton.libs"
+    libdir = sysconfig.get_config_var("LIBDIR")
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (libdir, str(libs), env.get("LD_LIBRARY_PATH", "")) if p
+    )
+    return env
+
+
+def _shm_regions() -> set[str]:
+    return set(glob.glob(SHM_GLOB))
+
+
+class TritonServer:
+    """``with TritonServer(config) as server:`` -- started, ready, then stopped cleanly."""
+
+    def __init__(self, config: TritonConfig) -> None:
+        self.config = config
+        self._process: subprocess.Popen[bytes] | None = None
+        self._scratch: Path | None = None
+        self._shm_before: set[str] = set()
+        self.log_path: Path | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.config.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.config.ports.http}"
+
+    def command(self, backend_directory: Path) -> Sequence[str]:
+        ports = self.config.ports
+        binary = _pytriton_root() / "bin" / "tritonserver"
+        command = [
+            str(binary),
+            f"--model-repository={self.config.model_repository}",
+            f"--backend-directory={backend_directory}",
+            "--model-control-mode=explicit",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--allow-http=true",
+            "--allow-grpc=true",
+            "--allow-metrics=true",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+            "--metrics-address=127.0.0.1",
+            f"--http-port={ports.http}",
+            f"--grpc-port={ports.grpc}",
+            f"--metrics-port={ports.metrics}",
+            f"--log-verbose={self.config.log_verbose}",
+        ]
+        command += [f"--load-model={name}" for name in self.config.models]
+        return command
+
+    def start(self) -> TritonServer:
+        if self._process is not None:
+            raise TritonError("this Triton server is already running")
+        if not Path(self.config.model_repository).is_dir():
+            raise TritonError(f"model repository not found: {self.config.model_repository}")
+        self._scratch = Path(tempfile.mkdtemp(prefix="rankflow-triton-"))
+        self._shm_before = _shm_regions()
+        self.log_path = self._scratch / "tritonserver.log"
+        command = self.command(_backend_directory(self._scratch))
+        logger.info("starting Triton: gRPC %s, HTTP %s", self.grpc_url, self.http_url)
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_environment(),
+                start_new_session=True,
+            )
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _is_ready(self) -> bool:
+        import tritonclient.http as http
+
+        client = http.InferenceServerClient(self.http_url, connection_timeout=2.0)
+        try:
+            if not (client.is_server_live() and client.is_server_ready()):
+                return False
+            return all(client.is_model_ready(name) for name in self.config.models)
+        except Exception:  # not up yet: connection refused, reset, 503
+            return False
+        finally:
+            client.close()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                code = None if self._process is None else self._process.returncode
+                raise TritonError(
+                    f"Triton exited with code {code} while starting:\n{self.log_tail()}"
+                )
+            if self._is_ready():
+                logger.info("Triton ready with models %s", list(self.config.models))
+                return
+            time.sleep(0.25)
+        raise TritonError(
+            f"Triton not ready after {self.config.ready_timeout_s:.0f}s "
+            f"(models {list(self.config.models)}):\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no server log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM, wait, SIGKILL if needed; remove our python-backend shared-memory regions."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("Triton ignored SIGTERM for %.0fs; killing it", timeout_s)
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        for region in _shm_regions() - self._shm_before:
+            # Left only when a stub died hard; never touch regions of other servers.
+            Path(region).unlink(missing_ok=True)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,89 @@
+"""The local Triton launcher against a real tritonserver from the nvidia-pytriton wheel."""
+
+from __future__ import annotations
+
+import glob
+import socket
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.triton import SHM_GLOB, TritonConfig, TritonError, TritonServer
+
+CONFIG = """
+name: "{name}"
+backend: "python"
+max_batch_size: 64
+input [ {{ name: "x", data_type: TYPE_FP32, dims: [ 1 ] }} ]
+output [ {{ name: "y", data_type: TYPE_FP32, dims: [ 1 ] }} ]
+instance_group [ {{ kind: KIND_CPU, count: 1 }} ]
+"""
+
+ADD_ONE = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "x").as_numpy()
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", x + 1)]))
+        return out
+"""
+
+
+def _model(repo: Path, name: str, initialize: str = "") -> None:
+    (repo / name / "1").mkdir(parents=True)
+    (repo / name / "config.pbtxt").write_text(CONFIG.format(name=name))
+    source = ADD_ONE
+    if initialize:
+        source += "\n    def initialize(self, args):\n" + textwrap.indent(initialize, " " * 8)
+    (repo / name / "1" / "model.py").write_text(source)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_serves_a_python_model_and_stops_cleanly(tmp_path):
+    import tritonclient.grpc as grpcclient
+
+    _model(tmp_path, "add_one")
+    shm_before = set(glob.glob(SHM_GLOB))
+    server = TritonServer(TritonConfig(tmp_path, models=("add_one",)))
+    with server:
+        assert server.running
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        x = grpcclient.InferInput("x", [3, 1], "FP32")
+        x.set_data_from_numpy(np.array([[1], [2], [3]], dtype=np.float32))
+        result = client.infer("add_one", [x]).as_numpy("y")
+        np.testing.assert_array_equal(result, [[2], [3], [4]])
+        assert server.grpc_url.startswith("127.0.0.1:")
+    assert not server.running
+    assert set(glob.glob(SHM_GLOB)) <= shm_before
+    assert _port_free(server.config.ports.grpc) and _port_free(server.config.ports.http)
+
+
+def test_a_model_that_fails_to_load_is_reported_with_the_log(tmp_path):
+    _model(tmp_path, "broken", initialize='raise RuntimeError("weights are corrupt")\n')
+    server = TritonServer(TritonConfig(tmp_path, models=("broken",), ready_timeout_s=60))
+    with pytest.raises(TritonError, match="weights are corrupt"):
+        server.start()
+    assert not server.running
+
+
+def test_a_server_hanging_in_loading_times_out(tmp_path):
+    _model(tmp_path, "slow", initialize="import time\ntime.sleep(600)\n")
+    server = TritonServer(TritonConfig(tmp_path, models=("slow",), ready_timeout_s=4))
+    with pytest.raises(TritonError, match="not ready after 4s"):
+        server.start()
+    assert not server.running
+
+
+def test_missing_repository(tmp_path):
+    with pytest.raises(TritonError, match="model repository not found"):
+        TritonServer(TritonConfig(tmp_path / "absent")).start()
