@@ -1,0 +1,98 @@
+"""Build a Triton model repository for the ranker: NVTabular transform + model in one endpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rankflow.io import atomic_dir
+from rankflow.spec import DatasetSpec
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "rankflow"
+
+_TRITON_TYPES = {
+    "bool": "TYPE_BOOL",
+    "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "uint8": "TYPE_UINT8",
+    "float32": "TYPE_FP32",
+    "float64": "TYPE_FP64",
+    "object": "TYPE_STRING",
+}
+
+
+def triton_type(dtype: np.dtype) -> str:
+    name = np.dtype(dtype).name
+    if name not in _TRITON_TYPES:
+        raise ValueError(f"no Triton type for input dtype {name}")
+    return _TRITON_TYPES[name]
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model_name: str = MODEL_NAME
+    version: int = 1
+    max_batch_size: int = 1024
+    instances: int = 1
+
+
+def _config_pbtxt(config: ExportConfig, inputs: dict[str, np.dtype], tasks: tuple[str, ...]) -> str:
+    lines = [
+        f'name: "{config.model_name}"',
+        'backend: "python"',
+        f"max_batch_size: {config.max_batch_size}",
+    ]
+    lines += [
+        f'input {{ name: "{name}" data_type: {triton_type(dtype)} dims: [ 1 ] }}'
+        for name, dtype in inputs.items()
+    ]
+    lines += [f'output {{ name: "{task}" data_type: TYPE_FP32 dims: [ 1 ] }}' for task in tasks]
+    lines.append(f"instance_group [ {{ kind: KIND_CPU count: {config.instances} }} ]")
+    return "\n".join(lines) + "\n"
+
+
+def export_cpu_repository(
+    spec: DatasetSpec,
+    *,
+    workflow_dir: Path,
+    model_dir: Path,
+    repository: Path,
+    config: ExportConfig,
+) -> Path:
+    """Write ``repository/<model>/{config.pbtxt, <version>/...}`` for the python backend.
+
+    The whole repository appears at once or not at all.
+    """
+    from serving.scorer import RankerScorer
+
+    tasks = spec.target_columns
+    # Loading both here proves the artifacts work before anything is published.
+    scorer = RankerScorer(workflow_dir, model_dir, targets=tasks)
+    with atomic_dir(repository) as scratch:
+        model = scratch / config.model_name
+        version = model / str(config.version)
+        version.mkdir(parents=True)
+        shutil.copytree(workflow_dir, version / "workflow")
+        shutil.copytree(model_dir, version / "ranker")
+        shutil.copyfile(Path(__file__).with_name("python_model.py"), version / "model.py")
+        (version / "rankflow.json").write_text(
+            json.dumps(
+                {
+                    "tasks": list(tasks),
+                    "inputs": {c: np.dtype(d).name for c, d in scorer.input_dtypes.items()},
+                },
+                indent=2,
+            )
+        )
+        (model / "config.pbtxt").write_text(_config_pbtxt(config, scorer.input_dtypes, tasks))
+    logger.info("exported %s v%d to %s", config.model_name, config.version, repository)
+    return repository

@@ -1,0 +1,65 @@
+"""Raw rows -> per-task scores: the fitted NVTabular workflow, then the saved ranker.
+
+One class serves both sides of the skew check: offline scoring in-process, and online scoring
+inside Triton's python backend, so serving can't drift from what training saw.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+
+class ScoringError(ValueError):
+    """The rows sent for scoring don't match what the workflow expects."""
+
+
+class RankerScorer:
+    """Loads a fitted workflow (targets removed) and a saved ranker; scores raw DataFrames."""
+
+    def __init__(self, workflow_dir: Path, model_dir: Path, *, targets: Sequence[str]) -> None:
+        import nvtabular as nvt
+
+        from components.training.ranker import load_ranker
+
+        if not Path(workflow_dir).is_dir():
+            raise FileNotFoundError(f"no fitted workflow at {workflow_dir}")
+        workflow = nvt.Workflow.load(str(workflow_dir))
+        present = [t for t in targets if t in workflow.input_schema.column_names]
+        self.workflow = workflow.remove_inputs(present) if present else workflow
+        self.model = load_ranker(model_dir)
+        self.tasks = tuple(targets)
+        self.input_dtypes: dict[str, np.dtype] = {
+            column.name: np.dtype(column.dtype.to_numpy) for column in self.workflow.input_schema
+        }
+
+    def check(self, frame: pd.DataFrame) -> None:
+        missing = [c for c in self.input_dtypes if c not in frame.columns]
+        if missing:
+            raise ScoringError(f"missing input column(s) {missing}")
+        if frame.empty:
+            raise ScoringError("no rows to score")
+
+    def score(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Per-task probabilities (float32, one per row) for raw feature rows."""
+        import tensorflow as tf
+
+        self.check(frame)
+        raw = pd.DataFrame(
+            {c: frame[c].astype(dtype, copy=False) for c, dtype in self.input_dtypes.items()}
+        )
+        transformed = self.workflow.transform(raw)
+        inputs = {c: tf.constant(transformed[c].to_numpy()) for c in transformed.columns}
+        outputs = self.model(inputs, training=False)
+        if not isinstance(outputs, Mapping):
+            outputs = {self.tasks[0]: outputs}
+        return {
+            name.split("/", 1)[0]: np.asarray(value, dtype=np.float32).reshape(-1)
+            for name, value in outputs.items()
+        }
