@@ -10,24 +10,7 @@ import pytest
 from components.training.ranker import load_ranker, predict
 from rankflow.spec import DatasetSpec
 from serving.export import ExportConfig, export_cpu_repository
-from serving.scorer import RankerScorer, ScoringError
-from serving.triton import TritonConfig, TritonServer
-
-
-@pytest.fixture(scope="module")
-def repository(prepared, features, trained, tmp_path_factory):
-    return export_cpu_repository(
-        DatasetSpec.load(prepared["spec"]),
-        workflow_dir=features["workflow"],
-        model_dir=trained,
-        repository=tmp_path_factory.mktemp("export") / "repo",
-        config=ExportConfig(),
-    )
-
-
-@pytest.fixture(scope="module")
-def scorer(features, trained):
-    return RankerScorer(features["workflow"], trained, targets=("click", "conversion"))
+from serving.scorer import ScoringError
 
 
 def test_in_process_scores_match_the_training_path(scorer, prepared, features, trained):
@@ -56,36 +39,30 @@ def test_repository_layout(repository):
     assert (version / "ranker" / "saved_model.pb").is_file()
 
 
-def test_triton_scores_equal_in_process_scores(repository, scorer, prepared):
+def test_triton_scores_equal_in_process_scores(triton, scorer, prepared):
     import tritonclient.grpc as grpcclient
 
     raw = pq.read_table(prepared["test"]).to_pandas().head(64)
     expected = scorer.score(raw)
-    with TritonServer(TritonConfig(repository, models=("rankflow",))) as server:
-        client = grpcclient.InferenceServerClient(server.grpc_url)
-        inputs = []
-        for name, dtype in scorer.input_dtypes.items():
-            values = raw[name].to_numpy()
-            if dtype == np.dtype(object):
-                tensor = grpcclient.InferInput(name, [len(raw), 1], "BYTES")
-                tensor.set_data_from_numpy(values.astype(object).reshape(-1, 1))
-            else:
-                tensor = grpcclient.InferInput(
-                    name, [len(raw), 1], grpcclient.np_to_triton_dtype(dtype)
-                )
-                tensor.set_data_from_numpy(values.astype(dtype).reshape(-1, 1))
-            inputs.append(tensor)
-        result = client.infer("rankflow", inputs)
-        for task in ("click", "conversion"):
-            online = result.as_numpy(task).reshape(-1)
-            assert np.abs(online - expected[task]).max() <= 1e-5
-        # A request missing an input gets a clear error, and the server keeps serving.
-        from tritonclient.utils import InferenceServerException
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    inputs = []
+    for name, dtype in scorer.input_dtypes.items():
+        values = raw[name].to_numpy()
+        datatype = "BYTES" if dtype == np.dtype(object) else grpcclient.np_to_triton_dtype(dtype)
+        tensor = grpcclient.InferInput(name, [len(raw), 1], datatype)
+        tensor.set_data_from_numpy(values.astype(dtype).reshape(-1, 1))
+        inputs.append(tensor)
+    result = client.infer("rankflow", inputs)
+    for task in ("click", "conversion"):
+        online = result.as_numpy(task).reshape(-1)
+        assert np.abs(online - expected[task]).max() <= 1e-5
+    # A request missing an input gets a clear error, and the server keeps serving.
+    from tritonclient.utils import InferenceServerException
 
-        with pytest.raises(InferenceServerException, match="device"):
-            client.infer("rankflow", [t for t in inputs if t.name() != "device"])
-        again = client.infer("rankflow", inputs).as_numpy("click").reshape(-1)
-        np.testing.assert_allclose(again, expected["click"], atol=1e-5)
+    with pytest.raises(InferenceServerException, match="device"):
+        client.infer("rankflow", [t for t in inputs if t.name() != "device"])
+    again = client.infer("rankflow", inputs).as_numpy("click").reshape(-1)
+    np.testing.assert_allclose(again, expected["click"], atol=1e-5)
 
 
 def test_export_refuses_a_missing_model(prepared, features, tmp_path):

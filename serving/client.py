@@ -1,0 +1,146 @@
+"""A small typed gRPC client for the rankflow endpoint: health, metadata, score raw rows."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from serving.export import MODEL_NAME
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URL = "127.0.0.1:8001"
+
+
+class ClientError(RuntimeError):
+    """The server could not be reached, or refused the request; the message says which."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    url: str = DEFAULT_URL
+    model_name: str = MODEL_NAME
+    model_version: str = ""  # Triton's own convention: "" = the latest ready version
+    timeout_s: float = 10.0
+
+
+def read_rows(path: str | Path) -> pd.DataFrame:
+    """Raw rows from parquet (file or directory), CSV, JSON array or JSON lines."""
+    path = Path(path)
+    if not path.exists():
+        raise ClientError(f"input not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if path.is_dir() or suffix in (".parquet", ".pq"):
+            import pyarrow.dataset as ds
+
+            return ds.dataset(str(path), format="parquet").to_table().to_pandas()
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        if suffix in (".json", ".jsonl", ".ndjson"):
+            text = path.read_text().strip()
+            if text.startswith("["):
+                return pd.DataFrame(json.loads(text))
+            return pd.read_json(path, lines=True)
+    except (ValueError, OSError) as err:
+        raise ClientError(f"cannot read rows from {path}: {err}") from err
+    raise ClientError(f"unsupported input {path}: use .parquet, .csv, .json or .jsonl")
+
+
+class RankflowClient:
+    """``RankflowClient(ClientConfig(url=...)).score(frame)`` -> ``{task: scores}``."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.config = config
+        self._client = grpcclient.InferenceServerClient(config.url)
+        self._metadata: dict[str, Any] | None = None
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return fn(*args, **kwargs)
+        except InferenceServerException as err:
+            message = err.message() or str(err)
+            if "unavailable" in (err.status() or "").lower() or "failed to connect" in message:
+                raise ClientError(f"cannot reach Triton at {self.config.url}: {message}") from err
+            raise ClientError(f"{what} failed on {self.config.url}: {message}") from err
+
+    def health(self) -> dict[str, bool]:
+        live = self._call(
+            "liveness", self._client.is_server_live, client_timeout=self.config.timeout_s
+        )
+        ready = self._call("readiness", self._client.is_server_ready)
+        model = self._call(
+            "model readiness",
+            self._client.is_model_ready,
+            self.config.model_name,
+            self.config.model_version,
+        )
+        return {"live": bool(live), "ready": bool(ready), "model_ready": bool(model)}
+
+    def metadata(self) -> dict[str, Any]:
+        if self._metadata is None:
+            if not self._call(
+                "model readiness",
+                self._client.is_model_ready,
+                self.config.model_name,
+                self.config.model_version,
+            ):
+                raise ClientError(
+                    f"model '{self.config.model_name}' is not loaded on {self.config.url}"
+                )
+            self._metadata = self._call(
+                "model metadata",
+                self._client.get_model_metadata,
+                self.config.model_name,
+                self.config.model_version,
+                as_json=True,
+            )
+        return self._metadata
+
+    def score(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        import tritonclient.grpc as grpcclient
+
+        metadata = self.metadata()
+        missing = [i["name"] for i in metadata["inputs"] if i["name"] not in frame.columns]
+        if missing:
+            raise ClientError(f"rows lack input column(s) {missing} of '{self.config.model_name}'")
+        if frame.empty:
+            raise ClientError("no rows to score")
+        inputs = []
+        for spec in metadata["inputs"]:
+            name, datatype = spec["name"], spec["datatype"]
+            values = frame[name].to_numpy()
+            if datatype == "BYTES":
+                values = values.astype(str).astype(object)
+            else:
+                try:
+                    values = values.astype(grpcclient.triton_to_np_dtype(datatype))
+                except (TypeError, ValueError) as err:
+                    raise ClientError(f"column '{name}' is not {datatype}: {err}") from err
+            tensor = grpcclient.InferInput(name, [len(frame), 1], datatype)
+            tensor.set_data_from_numpy(values.reshape(-1, 1))
+            inputs.append(tensor)
+        outputs = [grpcclient.InferRequestedOutput(o["name"]) for o in metadata["outputs"]]
+        result = self._call(
+            "inference",
+            self._client.infer,
+            self.config.model_name,
+            inputs,
+            model_version=self.config.model_version,
+            outputs=outputs,
+            client_timeout=self.config.timeout_s,
+        )
+        return {o["name"]: result.as_numpy(o["name"]).reshape(-1) for o in metadata["outputs"]}
+
+    def close(self) -> None:
+        self._client.close()
