@@ -1,0 +1,92 @@
+"""Infra-validation (like TFX's InfraValidator): load the exported repository on a fresh real
+Triton, score held-out raw rows over gRPC and compare with the offline in-process scores."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rankflow.spec import DatasetSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InfraValidationConfig:
+    """``rows`` held-out rows are compared; latency is timed over ``latency_requests`` requests
+    of ``batch_size`` rows; any task differing by more than ``tolerance`` fails validation."""
+
+    rows: int = 1024
+    batch_size: int = 64
+    latency_requests: int = 200
+    tolerance: float = 1e-5
+    ready_timeout_s: float = 180.0
+
+
+@dataclass(frozen=True)
+class InfraReport:
+    blessed: bool
+    rows: int
+    skew_max_abs: dict[str, float] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+
+def infra_validate(
+    spec: DatasetSpec,
+    *,
+    repository: Path,
+    model_name: str,
+    workflow_dir: Path,
+    model_dir: Path,
+    rows: pd.DataFrame,
+    config: InfraValidationConfig,
+) -> InfraReport:
+    """Blessed only when the server loads the model and every task's online scores match."""
+    from serving.client import ClientConfig, ClientError, RankflowClient
+    from serving.scorer import RankerScorer
+    from serving.triton import TritonConfig, TritonError, TritonServer
+
+    rows = rows.head(config.rows).reset_index(drop=True)
+    if rows.empty:
+        raise ValueError("infra-validation needs at least one held-out row")
+    offline = RankerScorer(workflow_dir, model_dir, targets=spec.target_columns).score(rows)
+    server = TritonServer(
+        TritonConfig(repository, models=(model_name,), ready_timeout_s=config.ready_timeout_s)
+    )
+    try:
+        with server:
+            client = RankflowClient(ClientConfig(url=server.grpc_url, model_name=model_name))
+            parts = [
+                client.score(rows.iloc[i : i + config.batch_size])
+                for i in range(0, len(rows), config.batch_size)
+            ]
+            online = {t: np.concatenate([p[t] for p in parts]) for t in offline}
+            batch = rows.head(config.batch_size)
+            client.score(batch)  # warm-up outside the timed loop
+            timings = []
+            for _ in range(config.latency_requests):
+                began = time.perf_counter()
+                client.score(batch)
+                timings.append((time.perf_counter() - began) * 1000.0)
+            client.close()
+    except (TritonError, ClientError) as err:
+        logger.warning("infra-validation failed: %s", err)
+        return InfraReport(blessed=False, rows=len(rows), reasons=[f"serving failed: {err}"])
+    skew = {t: float(np.abs(online[t] - offline[t]).max()) for t in offline}
+    reasons = [
+        f"{task}: online/offline max |diff| {value:.2e} > {config.tolerance:.0e}"
+        for task, value in skew.items()
+        if not value <= config.tolerance
+    ]
+    latency = {
+        "p50": float(np.percentile(timings, 50)),
+        "p99": float(np.percentile(timings, 99)),
+    }
+    logger.info("infra-validation: skew %s, latency %s ms", skew, latency)
+    return InfraReport(not reasons, len(rows), skew, latency, reasons)

@@ -1,0 +1,82 @@
+"""Infra-validation on a fresh real Triton: a good export passes, broken ones are refused."""
+
+from __future__ import annotations
+
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+
+from components.training.ranker import RankerConfig, train_ranker
+from rankflow.spec import DatasetSpec
+from serving.export import ExportConfig, export_cpu_repository
+from serving.validate import InfraValidationConfig, infra_validate
+
+QUICK = InfraValidationConfig(rows=128, batch_size=64, latency_requests=20)
+
+
+def _validate(prepared, features, model_dir, repository):
+    return infra_validate(
+        DatasetSpec.load(prepared["spec"]),
+        repository=repository,
+        model_name="rankflow",
+        workflow_dir=features["workflow"],
+        model_dir=model_dir,
+        rows=pq.read_table(prepared["test"]).to_pandas(),
+        config=QUICK,
+    )
+
+
+def test_good_export_is_blessed(prepared, features, trained, repository):
+    report = _validate(prepared, features, trained, repository)
+    assert report.blessed, report.reasons
+    assert report.rows == 128
+    assert set(report.skew_max_abs) == {"click", "conversion"}
+    assert max(report.skew_max_abs.values()) <= 1e-5
+    assert 0 < report.latency_ms["p50"] <= report.latency_ms["p99"]
+
+
+def test_export_of_another_model_is_refused(prepared, features, trained, tmp_path):
+    """The repository serves different weights than the model that was evaluated: skew."""
+    other = tmp_path / "other"
+    train_ranker(
+        features["valid"],
+        features["valid"],
+        model_dir=other,
+        config=RankerConfig(epochs=1, batch_size=256, seed=99),
+    )
+    repository = export_cpu_repository(
+        DatasetSpec.load(prepared["spec"]),
+        workflow_dir=features["workflow"],
+        model_dir=other,
+        repository=tmp_path / "repo",
+        config=ExportConfig(),
+    )
+    report = _validate(prepared, features, trained, repository)
+    assert not report.blessed
+    assert any("online/offline max |diff|" in reason for reason in report.reasons)
+
+
+def test_repository_that_cannot_load_is_refused(prepared, features, trained, repository, tmp_path):
+    broken = tmp_path / "repo"
+    shutil.copytree(repository, broken)
+    (broken / "rankflow" / "1" / "ranker" / "saved_model.pb").write_bytes(b"truncated")
+    report = _validate(prepared, features, trained, broken)
+    assert not report.blessed
+    assert report.reasons[0].startswith("serving failed")
+    assert report.latency_ms == {}
+
+
+def test_no_rows_is_an_error(prepared, features, trained, repository):
+    import pandas as pd
+
+    with pytest.raises(ValueError, match="at least one held-out row"):
+        infra_validate(
+            DatasetSpec.load(prepared["spec"]),
+            repository=repository,
+            model_name="rankflow",
+            workflow_dir=features["workflow"],
+            model_dir=trained,
+            rows=pd.DataFrame(),
+            config=QUICK,
+        )
