@@ -148,6 +148,7 @@ def summarize(
         for split in ("train", "valid", "test")
     }
     evaluation = json.loads((tasks_dir / "evaluate-ranker" / "evaluation").read_text())
+    infra = json.loads((tasks_dir / "validate-on-triton" / "infra_report").read_text())
     defaults = {name: spec.default for name, spec in ranking_pipeline.component_spec.inputs.items()}
     return {
         "dataset": rows,
@@ -158,6 +159,15 @@ def summarize(
         },
         "blessed": evaluation["blessed"],
         "blessing_reasons": evaluation["reasons"],
+        "serving": {
+            "model_name": arguments.get("serving_model_name", defaults["serving_model_name"]),
+            "infra_blessed": infra["blessed"],
+            "skew_max_abs": max(infra["skew_max_abs"].values(), default=None),
+            "skew_max_abs_by_task": infra["skew_max_abs"],
+            "latency_ms": infra["latency_ms"],
+            "latency_batch_size": arguments.get("infra_batch_size", defaults["infra_batch_size"]),
+            "infra_reasons": infra["reasons"],
+        },
         "timings_s": {**dict(seconds), "total": total_seconds},
         "pipeline_yaml": str(pipeline_yaml),
         "artifacts": str(tasks_dir),
@@ -178,6 +188,16 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"  {task:<12} AUC {m['auc']:.4f}{gap}  log-loss {m['logloss']:.4f}  ECE {m['ece']:.4f}"
         )
     lines.append(f"  blessed: {summary['blessed']}")
+    serving = summary["serving"]
+    if serving["latency_ms"]:
+        lines.append(
+            f"  Triton '{serving['model_name']}': skew {serving['skew_max_abs']:.1e}, "
+            f"p50 {serving['latency_ms']['p50']:.2f} ms, p99 {serving['latency_ms']['p99']:.2f} ms "
+            f"(batch {serving['latency_batch_size']}), infra-validation passed: "
+            f"{serving['infra_blessed']}"
+        )
+    else:
+        lines.append(f"  Triton infra-validation failed: {serving['infra_reasons']}")
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings_s"].items())
     lines.append(f"  time: {steps}")
     return "\n".join(lines)

@@ -29,6 +29,8 @@ class ClusterProfile:
     features: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True)
     training: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True)
     evaluation: StepResources = StepResources(cpu="2", memory="8Gi")
+    export: StepResources = StepResources(cpu="1", memory="4Gi")
+    validation: StepResources = StepResources(cpu="2", memory="8Gi")
     gpu_product: str | None = None
     data_pvc: str | None = None
     data_mount: str = "/data"
@@ -54,10 +56,14 @@ def apply_profile(
     features: dsl.PipelineTask,
     training: dsl.PipelineTask,
     evaluation: dsl.PipelineTask,
+    export: dsl.PipelineTask,
+    validation: dsl.PipelineTask,
 ) -> None:
     _apply(data, profile.data, profile)
     _apply(features, profile.features, profile)
     _apply(training, profile.training, profile)
     _apply(evaluation, profile.evaluation, profile)
+    _apply(export, profile.export, profile)
+    _apply(validation, profile.validation, profile)
     if profile.data_pvc is not None:
         kubernetes.mount_pvc(data, pvc_name=profile.data_pvc, mount_path=profile.data_mount)

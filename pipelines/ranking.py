@@ -1,4 +1,6 @@
-"""The rankflow DAG: data -> features -> train -> evaluate. Wiring only.
+"""The rankflow DAG: data -> features -> train -> evaluate -> export -> validate on Triton.
+
+Wiring only.
 
 Parameter defaults come from the steps' config dataclasses, so each default lives in one place.
 """
@@ -11,16 +13,27 @@ from components.data.split import SplitConfig
 from components.data.synthetic import SyntheticConfig
 from components.evaluation.component import evaluate_ranker
 from components.evaluation.evaluate import BlessingPolicy
+from components.export.component import export_serving_model
 from components.features.component import engineer_features
 from components.features.workflow import FeatureConfig
+from components.infra_validation.component import validate_on_triton
 from components.training.component import train_ranker
 from components.training.ranker import RankerConfig, format_sizes
 from pipelines.profile import ClusterProfile, apply_profile
+from serving.export import ExportConfig
+from serving.validate import InfraValidationConfig
 
 PIPELINE_NAME = "rankflow-ranking"
 
 #: Task names (as the compiled IR and kfp.local know them), in DAG order.
-STEPS = ("prepare-data", "engineer-features", "train-ranker", "evaluate-ranker")
+STEPS = (
+    "prepare-data",
+    "engineer-features",
+    "train-ranker",
+    "evaluate-ranker",
+    "export-serving-model",
+    "validate-on-triton",
+)
 
 
 def build_pipeline(profile: ClusterProfile) -> GraphComponent:
@@ -54,6 +67,11 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
         learning_rate: float = RankerConfig.learning_rate,
         min_auc_click: float = BlessingPolicy.min_auc_click,
         min_auc_conversion: float = BlessingPolicy.min_auc_conversion,
+        serving_model_name: str = ExportConfig.model_name,
+        max_batch_size: int = ExportConfig.max_batch_size,
+        infra_rows: int = InfraValidationConfig.rows,
+        infra_batch_size: int = InfraValidationConfig.batch_size,
+        skew_tolerance: float = InfraValidationConfig.tolerance,
     ) -> dsl.Markdown:
         """Train and evaluate a multi-task ranker.
 
@@ -80,6 +98,11 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             learning_rate: Peak Adam learning rate (cosine-decayed to zero over the run).
             min_auc_click: Minimum test AUC of the click task for the model to be blessed.
             min_auc_conversion: Minimum test AUC of the conversion task (if the data has one).
+            serving_model_name: Name of the Triton endpoint.
+            max_batch_size: Largest batch the Triton endpoint accepts.
+            infra_rows: Held-out raw rows scored online and offline by infra-validation.
+            infra_batch_size: Rows per request when infra-validation times latency.
+            skew_tolerance: Largest online/offline score difference per task that still passes.
         """
         data = prepare_data(
             data_source=data_source,
@@ -120,16 +143,35 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             min_auc_click=min_auc_click,
             min_auc_conversion=min_auc_conversion,
         ).set_display_name("Evaluate and bless")
+        export = export_serving_model(
+            nvt_workflow=features.outputs["nvt_workflow"],
+            ranker=training.outputs["ranker"],
+            dataset_spec=data.outputs["dataset_spec"],
+            model_name=serving_model_name,
+            max_batch_size=max_batch_size,
+        ).set_display_name("Export Triton repository")
+        validation = validate_on_triton(
+            serving_model=export.outputs["serving_model"],
+            nvt_workflow=features.outputs["nvt_workflow"],
+            ranker=training.outputs["ranker"],
+            test_data=data.outputs["test_data"],
+            dataset_spec=data.outputs["dataset_spec"],
+            model_name=serving_model_name,
+            rows=infra_rows,
+            batch_size=infra_batch_size,
+            tolerance=skew_tolerance,
+        ).set_display_name("Validate on Triton")
         apply_profile(
             profile,
             data=data,
             features=features,
             training=training,
             evaluation=evaluation,
+            export=export,
+            validation=validation,
         )
-        # The serving half of the DAG (export -> validate on Triton -> deploy) hangs off
-        # `training.outputs["ranker"]`, `features.outputs["nvt_workflow"]` and
-        # `evaluation.outputs["blessed"]`.
+        # Deployment (next) runs under dsl.If on evaluation.outputs["blessed"] and
+        # validation.outputs["blessed"].
         return evaluation.outputs["report"]
 
     return ranking_pipeline

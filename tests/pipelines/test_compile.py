@@ -56,6 +56,13 @@ def test_dag_edges():
     assert upstream("engineer-features") == {"prepare-data"}
     assert upstream("train-ranker") == {"engineer-features"}
     assert upstream("evaluate-ranker") == {"train-ranker", "engineer-features", "prepare-data"}
+    assert upstream("export-serving-model") == {"engineer-features", "train-ranker", "prepare-data"}
+    assert upstream("validate-on-triton") == {
+        "export-serving-model",
+        "engineer-features",
+        "train-ranker",
+        "prepare-data",
+    }
     assert tasks["evaluate-ranker"]["inputs"]["artifacts"]["ranker"]["taskOutputArtifact"] == {
         "producerTask": "train-ranker",
         "outputArtifactKey": "ranker",

@@ -21,6 +21,7 @@ def test_local_pipeline_run_writes_summary(tmp_path):
             "architecture": "shared_bottom",
             "min_auc_click": 0.5,
             "min_auc_conversion": 0.5,
+            "infra_rows": 128,
         },
     )
     on_disk = json.loads((run_dir / "summary.json").read_text())
@@ -34,6 +35,11 @@ def test_local_pipeline_run_writes_summary(tmp_path):
         assert set(m) == {"auc", "logloss", "ece", "oracle_auc"}
         assert 0.5 < m["auc"] <= m["oracle_auc"] + 0.02
     assert summary["blessed"] is True
+    serving = summary["serving"]
+    assert serving["model_name"] == "rankflow"
+    assert serving["infra_blessed"] is True
+    assert serving["skew_max_abs"] <= 1e-5
+    assert 0 < serving["latency_ms"]["p50"] <= serving["latency_ms"]["p99"]
     assert set(STEPS) <= set(summary["timings_s"])
     assert all(v > 0 for v in summary["timings_s"].values())
     assert (run_dir / "pipeline.yaml").is_file() and summary["pipeline_yaml"].endswith(

@@ -1,0 +1,32 @@
+"""KFP wrapper of the export step."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Model, Output
+
+from rankflow.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def export_serving_model(
+    nvt_workflow: Input[Model],
+    ranker: Input[Model],
+    dataset_spec: Input[Artifact],
+    serving_model: Output[Model],
+    model_name: str,
+    max_batch_size: int,
+):
+    """Build the Triton model repository: raw features in, one score per task out."""
+    from pathlib import Path
+
+    from rankflow.spec import DatasetSpec
+    from serving.export import ExportConfig, export_cpu_repository
+
+    export_cpu_repository(
+        DatasetSpec.load(dataset_spec.path),
+        workflow_dir=Path(nvt_workflow.path),
+        model_dir=Path(ranker.path),
+        repository=Path(serving_model.path),
+        config=ExportConfig(model_name=model_name, max_batch_size=max_batch_size),
+    )
+    serving_model.metadata["model_name"] = model_name
+    serving_model.metadata["flavour"] = "cpu"

@@ -1,0 +1,50 @@
+"""KFP wrapper of the infra-validation step."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from rankflow.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def validate_on_triton(
+    serving_model: Input[Model],
+    nvt_workflow: Input[Model],
+    ranker: Input[Model],
+    test_data: Input[Dataset],
+    dataset_spec: Input[Artifact],
+    infra_metrics: Output[Metrics],
+    infra_report: Output[Artifact],
+    model_name: str,
+    rows: int,
+    batch_size: int,
+    tolerance: float,
+) -> NamedTuple("InfraValidationOutputs", [("blessed", bool)]):
+    """Load the repository on a fresh Triton; compare online and offline scores; time requests."""
+    import json
+    from collections import namedtuple
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import pyarrow.dataset as ds
+
+    from rankflow.spec import DatasetSpec
+    from serving.validate import InfraValidationConfig, infra_validate
+
+    report = infra_validate(
+        DatasetSpec.load(dataset_spec.path),
+        repository=Path(serving_model.path),
+        model_name=model_name,
+        workflow_dir=Path(nvt_workflow.path),
+        model_dir=Path(ranker.path),
+        rows=ds.dataset(test_data.path, format="parquet").head(rows).to_pandas(),
+        config=InfraValidationConfig(rows=rows, batch_size=batch_size, tolerance=tolerance),
+    )
+    for task, value in report.skew_max_abs.items():
+        infra_metrics.log_metric(f"{task}_skew_max_abs", value)
+    for name, value in report.latency_ms.items():
+        infra_metrics.log_metric(f"latency_ms_{name}_batch{batch_size}", value)
+    Path(infra_report.path).write_text(json.dumps(asdict(report), indent=2))
+    return namedtuple("InfraValidationOutputs", ["blessed"])(report.blessed)
