@@ -23,7 +23,7 @@ class InfraValidationConfig:
 
     rows: int = 1024
     batch_size: int = 64
-    latency_requests: int = 200
+    latency_requests: int = 50
     tolerance: float = 1e-5
     ready_timeout_s: float = 180.0
 
