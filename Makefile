@@ -6,10 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rankflow-installed
 HOST ?=
 ARGS ?=
+URL ?= 127.0.0.1:8001
+INPUT ?= $(firstword $(wildcard runs/latest/artifacts/*/prepare-data/test_data))
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup run test test-all compile submit lint format lock clean
+.PHONY: help setup run test compile submit query lint format lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -37,6 +39,10 @@ compile: $(STAMP) ## Compile the pipeline to pipelines/compiled/rankflow_ranking
 submit: $(STAMP) ## Submit the compiled pipeline: make submit HOST=https://kubeflow.example/pipeline
 	@test -n "$(HOST)" || { echo "usage: make submit HOST=<KFP endpoint> [ARGS='--set epochs=5']"; exit 2; }
 	$(VENV)/bin/rankflow submit --host "$(HOST)" $(ARGS)
+
+query: $(STAMP) ## Score rows on a running Triton: make query [URL=host:8001] [INPUT=rows.parquet|.csv|.json]
+	@test -n "$(INPUT)" || { echo "usage: make query INPUT=<rows file> [URL=127.0.0.1:8001] (or make run first)"; exit 2; }
+	$(VENV)/bin/rankflow query --url "$(URL)" --input "$(INPUT)" $(ARGS)
 
 lint: $(STAMP) ## ruff lint + format check
 	$(VENV)/bin/ruff check .

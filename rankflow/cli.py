@@ -60,8 +60,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     submit.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE"
     )
+    query = sub.add_parser("query", help="score raw rows on a running Triton over gRPC")
+    query.add_argument("--input", type=Path, required=True, help=".parquet, .csv, .json or .jsonl")
+    query.add_argument("--url", default="127.0.0.1:8001")
+    query.add_argument("--model", default="rankflow")
+    query.add_argument("--limit", type=int, default=10, help="score the first N rows")
+    query.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    if args.command == "query":
+        return _query(args)
 
     from pipelines.compile import COMPILED_PIPELINE, compile_pipeline
 
@@ -93,6 +102,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sys.stdout.write(format_summary(summary) + "\n")
     sys.stdout.write(f"summary: {args.run_dir / 'summary.json'}\n")
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    """One JSON object per row: the row's index and a score per task."""
+    from serving.client import ClientConfig, ClientError, RankflowClient, read_rows
+
+    try:
+        rows = read_rows(args.input).head(args.limit)
+        client = RankflowClient(
+            ClientConfig(url=args.url, model_name=args.model, timeout_s=args.timeout)
+        )
+        scores = client.score(rows)
+    except ClientError as err:
+        sys.stderr.write(f"rankflow query: {err}\n")
+        return 1
+    for i in range(len(rows)):
+        record = {"row": i, **{task: round(float(v[i]), 6) for task, v in scores.items()}}
+        sys.stdout.write(json.dumps(record) + "\n")
     return 0
 
 
