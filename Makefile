@@ -7,20 +7,25 @@ STAMP := $(VENV)/.rankflow-installed
 HOST ?=
 ARGS ?=
 URL ?= 127.0.0.1:8001
+MODEL ?= rankflow
+PYKUSTOMIZE := pykustomize==0.1.4
 INPUT ?= $(firstword $(wildcard runs/latest/artifacts/*/prepare-data/test_data))
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup run test compile submit query lint format lock clean
+.PHONY: help setup run test compile submit serve query rollback manifests lint format lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
 # Re-runs only when the lock or the project metadata changes.
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
 	$(PY) -m pip install --quiet "pip==25.3" "setuptools==65.5.0" "wheel==0.45.1"
 	$(PY) -m pip install --quiet --no-deps -r requirements.lock
+	# pykustomize (the Go kustomize library over cffi; renders k8s/ in the tests) declares
+	# Python>=3.14 but runs on 3.11: installed apart so the lock needs no override.
+	$(PY) -m pip install --quiet --no-deps --ignore-requires-python "$(PYKUSTOMIZE)"
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -c "import google.protobuf as p, sys; v = p.__version__; sys.exit(0 if v.startswith('6.') else f'protobuf {v} installed; kfp needs 6.x')"
 	touch $@
@@ -40,9 +45,20 @@ submit: $(STAMP) ## Submit the compiled pipeline: make submit HOST=https://kubef
 	@test -n "$(HOST)" || { echo "usage: make submit HOST=<KFP endpoint> [ARGS='--set epochs=5']"; exit 2; }
 	$(VENV)/bin/rankflow submit --host "$(HOST)" $(ARGS)
 
+serve: $(STAMP) ## Serve the local model store on Triton (gRPC 127.0.0.1:8001) until Ctrl-C
+	$(VENV)/bin/rankflow serve $(ARGS)
+
 query: $(STAMP) ## Score rows on a running Triton: make query [URL=host:8001] [INPUT=rows.parquet|.csv|.json]
 	@test -n "$(INPUT)" || { echo "usage: make query INPUT=<rows file> [URL=127.0.0.1:8001] (or make run first)"; exit 2; }
 	$(VENV)/bin/rankflow query --url "$(URL)" --input "$(INPUT)" $(ARGS)
+
+rollback: $(STAMP) ## Serve the previously deployed version again: make rollback [MODEL=rankflow]
+	$(VENV)/bin/rankflow rollback --model "$(MODEL)" $(ARGS)
+
+manifests: $(STAMP) ## Render the Triton serving overlays (kustomize) into build/k8s/{cpu,gpu}.yaml
+	mkdir -p build/k8s
+	for o in cpu gpu; do $(PY) -c 'import asyncio, sys, pykustomize; sys.stdout.write(asyncio.run(pykustomize.build(sys.argv[1])).yaml)' k8s/serving/overlays/$$o > build/k8s/$$o.yaml || exit 1; done
+	@echo "kubectl apply -n <pipeline namespace> -f build/k8s/cpu.yaml (or gpu.yaml)"
 
 lint: $(STAMP) ## ruff lint + format check
 	$(VENV)/bin/ruff check .
@@ -53,7 +69,7 @@ format: $(STAMP) ## ruff format + autofix
 	$(VENV)/bin/ruff check --fix .
 
 lock: ## Rebuild requirements.lock from the current .venv (after a deliberate upgrade)
-	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
+	$(PY) -m pip freeze --exclude-editable | grep -v -e '^-e ' -e '^pykustomize==' > requirements.lock
 
 clean: ## Remove runs and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache

@@ -92,7 +92,15 @@ def run_local(
     from pipelines.compile import compile_pipeline
     from pipelines.plots import plot_evaluation
     from pipelines.ranking import STEPS, ranking_pipeline
+    from serving.deploy import DeployConfig
 
+    # Locally, deploy into the local store (absolute: each task runs in its own process) and
+    # to the `make serve` Triton if it is up, unless the caller chose otherwise.
+    arguments = {
+        "model_store": str(Path(DeployConfig.model_store).resolve()),
+        "triton_url": DeployConfig.triton_url,
+        **arguments,
+    }
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
@@ -118,20 +126,18 @@ def run_local(
                 f"local pipeline run failed at {failed or 'start-up'}; full log: {log_path}"
             ) from err
     total = round(time.monotonic() - began, 2)
-    summary = summarize(
-        Path(report.path).parents[1], arguments, timer.seconds, total, pipeline_yaml
-    )
+    tasks_dir = Path(report.path).parents[1]
+    evaluation = json.loads((tasks_dir / "evaluate-ranker" / "evaluation").read_text())
+    summary = summarize(tasks_dir, evaluation, arguments, timer.seconds, total, pipeline_yaml)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.copyfile(report.path, run_dir / "report.md")
-    evaluation = json.loads(
-        (Path(summary["artifacts"]) / "evaluate-ranker" / "evaluation").read_text()
-    )
     plot_evaluation(evaluation, run_dir / "evaluation.png")
     return summary
 
 
 def summarize(
     tasks_dir: Path,
+    evaluation: Mapping[str, Any],
     arguments: Mapping[str, Any],
     seconds: Mapping[str, float],
     total_seconds: float,
@@ -147,9 +153,11 @@ def summarize(
         f"{split}_rows": pq.ParquetDataset(str(data / f"{split}_data")).read(columns=[]).num_rows
         for split in ("train", "valid", "test")
     }
-    evaluation = json.loads((tasks_dir / "evaluate-ranker" / "evaluation").read_text())
     infra = json.loads((tasks_dir / "validate-on-triton" / "infra_report").read_text())
     defaults = {name: spec.default for name, spec in ranking_pipeline.component_spec.inputs.items()}
+    deployment_file = tasks_dir / "deploy-model" / "deployment"
+    deployment = json.loads(deployment_file.read_text()) if deployment_file.is_file() else None
+    grpc_url = deployment and deployment["grpc_url"]
     return {
         "dataset": rows,
         "model": {"architecture": arguments.get("architecture", defaults["architecture"])},
@@ -161,6 +169,12 @@ def summarize(
         "blessing_reasons": evaluation["reasons"],
         "serving": {
             "model_name": arguments.get("serving_model_name", defaults["serving_model_name"]),
+            # None when the gate held the model back; published but not loaded when no
+            # Triton was serving the store (then grpc_port is None: `make serve` loads it).
+            "version": deployment and deployment["version"],
+            "model_store": deployment and deployment["model_store"],
+            "grpc_url": grpc_url,
+            "grpc_port": int(grpc_url.rsplit(":", 1)[1]) if grpc_url else None,
             "infra_blessed": infra["blessed"],
             "skew_max_abs": max(infra["skew_max_abs"].values(), default=None),
             "skew_max_abs_by_task": infra["skew_max_abs"],
@@ -198,6 +212,18 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         )
     else:
         lines.append(f"  Triton infra-validation failed: {serving['infra_reasons']}")
+    if serving["version"] is None:
+        lines.append("  not deployed: the model was not blessed")
+    else:
+        where = (
+            f"now serving on gRPC {serving['grpc_url']}"
+            if serving["grpc_url"]
+            else "no Triton running: `make serve` serves it"
+        )
+        lines.append(
+            f"  deployed '{serving['model_name']}' version {serving['version']} to "
+            f"{serving['model_store']}; {where}"
+        )
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings_s"].items())
     lines.append(f"  time: {steps}")
     return "\n".join(lines)

@@ -31,9 +31,16 @@ class ClusterProfile:
     evaluation: StepResources = StepResources(cpu="2", memory="8Gi")
     export: StepResources = StepResources(cpu="1", memory="4Gi")
     validation: StepResources = StepResources(cpu="2", memory="8Gi")
+    deploy: StepResources = StepResources(cpu="1", memory="2Gi")
     gpu_product: str | None = None
     data_pvc: str | None = None
     data_mount: str = "/data"
+    #: The model store (k8s/serving: ReadWriteMany claim, read-only in Triton) and where the
+    #: deploy step mounts it; the pipeline's ``model_store`` default.
+    model_store_pvc: str = "rankflow-model-store"
+    model_store_mount: str = "/models"
+    #: Headless Service resolving to every Triton replica's HTTP (model-control) port.
+    triton_url: str = "rankflow-triton-replicas:8000"
 
 
 def _apply(task: dsl.PipelineTask, resources: StepResources, profile: ClusterProfile) -> None:
@@ -58,6 +65,7 @@ def apply_profile(
     evaluation: dsl.PipelineTask,
     export: dsl.PipelineTask,
     validation: dsl.PipelineTask,
+    deploy: dsl.PipelineTask,
 ) -> None:
     _apply(data, profile.data, profile)
     _apply(features, profile.features, profile)
@@ -65,5 +73,9 @@ def apply_profile(
     _apply(evaluation, profile.evaluation, profile)
     _apply(export, profile.export, profile)
     _apply(validation, profile.validation, profile)
+    _apply(deploy, profile.deploy, profile)
+    kubernetes.mount_pvc(
+        deploy, pvc_name=profile.model_store_pvc, mount_path=profile.model_store_mount
+    )
     if profile.data_pvc is not None:
         kubernetes.mount_pvc(data, pvc_name=profile.data_pvc, mount_path=profile.data_mount)

@@ -1,4 +1,5 @@
-"""The rankflow DAG: data -> features -> train -> evaluate -> export -> validate on Triton.
+"""The rankflow DAG: data -> features -> train -> evaluate -> export -> validate on Triton ->
+deploy (only when both evaluation and infra-validation blessed the model).
 
 Wiring only.
 
@@ -11,6 +12,7 @@ from kfp.dsl.graph_component import GraphComponent
 from components.data.component import prepare_data
 from components.data.split import SplitConfig
 from components.data.synthetic import SyntheticConfig
+from components.deploy.component import deploy_model
 from components.evaluation.component import evaluate_ranker
 from components.evaluation.evaluate import BlessingPolicy
 from components.export.component import export_serving_model
@@ -33,6 +35,7 @@ STEPS = (
     "evaluate-ranker",
     "export-serving-model",
     "validate-on-triton",
+    "deploy-model",
 )
 
 
@@ -43,7 +46,8 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
         name=PIPELINE_NAME,
         description=(
             "Interaction log -> NVTabular features -> Merlin Models multi-task ranker (click + "
-            "conversion) -> evaluation and blessing gate."
+            "conversion) -> evaluation and blessing gate -> Triton export, infra-validation and "
+            "gated, versioned rollout."
         ),
     )
     def ranking_pipeline(
@@ -72,6 +76,8 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
         infra_rows: int = InfraValidationConfig.rows,
         infra_batch_size: int = InfraValidationConfig.batch_size,
         skew_tolerance: float = InfraValidationConfig.tolerance,
+        model_store: str = profile.model_store_mount,
+        triton_url: str = profile.triton_url,
     ) -> dsl.Markdown:
         """Train and evaluate a multi-task ranker.
 
@@ -103,6 +109,10 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             infra_rows: Held-out raw rows scored online and offline by infra-validation.
             infra_batch_size: Rows per request when infra-validation times latency.
             skew_tolerance: Largest online/offline score difference per task that still passes.
+            model_store: Model store the blessed repository is published into as a new version
+                (the model-store volume's mount path on a cluster; a local directory locally).
+            triton_url: Triton HTTP model-control address (host:port; a headless Service name
+                reaches every replica); empty locally = the `make serve` Triton, if running.
         """
         data = prepare_data(
             data_source=data_source,
@@ -161,6 +171,16 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             batch_size=infra_batch_size,
             tolerance=skew_tolerance,
         ).set_display_name("Validate on Triton")
+        with (
+            dsl.If(evaluation.outputs["blessed"] == True, name="model-blessed"),  # noqa: E712
+            dsl.If(validation.outputs["blessed"] == True, name="infra-blessed"),  # noqa: E712
+        ):
+            deployment = deploy_model(
+                serving_model=export.outputs["serving_model"],
+                model_name=serving_model_name,
+                model_store=model_store,
+                triton_url=triton_url,
+            ).set_display_name("Deploy to Triton")
         apply_profile(
             profile,
             data=data,
@@ -169,9 +189,8 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             evaluation=evaluation,
             export=export,
             validation=validation,
+            deploy=deployment,
         )
-        # Deployment (next) runs under dsl.If on evaluation.outputs["blessed"] and
-        # validation.outputs["blessed"].
         return evaluation.outputs["report"]
 
     return ranking_pipeline

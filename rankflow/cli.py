@@ -44,6 +44,9 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from serving.deploy import DeployConfig
+    from serving.serve import DEFAULT_PORTS
+
     parser = argparse.ArgumentParser(prog="rankflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the pipeline locally with kfp.local")
@@ -66,11 +69,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     query.add_argument("--model", default="rankflow")
     query.add_argument("--limit", type=int, default=10, help="score the first N rows")
     query.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    serve = sub.add_parser("serve", help="run Triton on the local model store until Ctrl-C")
+    serve.add_argument("--store", type=Path, default=Path(DeployConfig.model_store))
+    serve.add_argument("--http-port", type=int, default=DEFAULT_PORTS.http)
+    serve.add_argument("--grpc-port", type=int, default=DEFAULT_PORTS.grpc)
+    serve.add_argument("--metrics-port", type=int, default=DEFAULT_PORTS.metrics)
+    serve.add_argument("--ready-timeout", type=float, default=300.0, help="seconds")
+    back = sub.add_parser("rollback", help="serve the previously deployed version again")
+    back.add_argument("--store", default=DeployConfig.model_store)
+    back.add_argument("--model", default="rankflow")
+    back.add_argument(
+        "--triton-url", default="", help="HTTP host:port; default: the local `rankflow serve`"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     if args.command == "query":
         return _query(args)
+    if args.command == "serve":
+        from serving.serve import serve as serve_store
+        from serving.triton import TritonError, TritonPorts
+
+        ports = TritonPorts(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port)
+        try:
+            return serve_store(args.store, ports, ready_timeout_s=args.ready_timeout)
+        except TritonError as err:
+            sys.stderr.write(f"rankflow serve: {err}\n")
+            return 1
+    if args.command == "rollback":
+        from serving.deploy import DeployError, rollback
+
+        try:
+            result = rollback(
+                args.model,
+                config=DeployConfig(model_store=args.store, triton_url=args.triton_url),
+            )
+        except DeployError as err:
+            sys.stderr.write(f"rankflow rollback: {err}\n")
+            return 1
+        sys.stdout.write(result.to_json() + "\n")
+        return 0
 
     from pipelines.compile import COMPILED_PIPELINE, compile_pipeline
 

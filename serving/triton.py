@@ -27,6 +27,8 @@ from types import TracebackType
 logger = logging.getLogger(__name__)
 
 SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
+#: Where the NGC Triton/Merlin images install the server (with its TensorFlow backend).
+SYSTEM_TRITON = Path("/opt/tritonserver")
 
 
 class TritonError(RuntimeError):
@@ -70,8 +72,28 @@ def _pytriton_root() -> Path:
     return Path(pytriton.__file__).resolve().parent / "tritonserver"
 
 
+def _has_pytriton() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pytriton") is not None
+
+
+def _binary() -> Path:
+    """The nvidia-pytriton wheel's server if installed (local), else the image's own."""
+    if _has_pytriton():
+        return _pytriton_root() / "bin" / "tritonserver"
+    if (SYSTEM_TRITON / "bin" / "tritonserver").is_file():
+        return SYSTEM_TRITON / "bin" / "tritonserver"
+    raise TritonError(
+        f"no Triton server: install nvidia-pytriton or run in an image with {SYSTEM_TRITON}"
+    )
+
+
 def _backend_directory(scratch: Path) -> Path:
     """A backend dir whose python backend has the stub built for the running Python."""
+    if not _has_pytriton():
+        # The image's server ships its backends, stub built for the image's Python.
+        return SYSTEM_TRITON / "backends"
     root = _pytriton_root()
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
@@ -91,9 +113,11 @@ def _backend_directory(scratch: Path) -> Path:
 def _environment() -> dict[str, str]:
     # The stub is a separate process that embeds this interpreter: it needs the venv's python
     # first on PATH and libpython plus the wheel's bundled libraries on the loader path.
+    env = dict(os.environ)
+    if not _has_pytriton():
+        return env
     libs = _pytriton_root().parent.parent / "nvidia_pytriton.libs"
     libdir = sysconfig.get_config_var("LIBDIR")
-    env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
         p for p in (libdir, str(libs), env.get("LD_LIBRARY_PATH", "")) if p
@@ -125,9 +149,8 @@ class TritonServer:
 
     def command(self, backend_directory: Path) -> Sequence[str]:
         ports = self.config.ports
-        binary = _pytriton_root() / "bin" / "tritonserver"
         command = [
-            str(binary),
+            str(_binary()),
             f"--model-repository={self.config.model_repository}",
             f"--backend-directory={backend_directory}",
             "--model-control-mode=explicit",
@@ -224,6 +247,10 @@ class TritonServer:
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     @property
     def running(self) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kfp import dsl
 
+from components.deploy.component import deploy_model
 from components.export.component import export_serving_model
 from components.infra_validation.component import validate_on_triton
 
@@ -47,3 +48,18 @@ def test_export_then_validate_on_triton(artifact, prepared, features, trained):
     assert metrics.metadata["click_skew_max_abs"] <= 1e-5
     assert metrics.metadata["latency_ms_p99_batch64"] > 0
     assert json.loads(Path(report.path).read_text())["rows"] == 128
+
+    deployment = artifact(dsl.Artifact, "deployment")
+    store = Path(report.path).parent / "store"
+    for expected in (1, 2):
+        result = deploy_model.python_func(
+            serving_model=serving_model,
+            deployment=deployment,
+            model_name="rankflow",
+            model_store=str(store),
+            triton_url="",
+        )
+        assert result.version == expected
+    assert json.loads(Path(deployment.path).read_text())["previous"] == 1
+    assert deployment.metadata == {"model_name": "rankflow", "version": 2, "servers": []}
+    assert (store / "rankflow" / "2" / "model.py").is_file()

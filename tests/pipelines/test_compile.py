@@ -7,6 +7,7 @@ import sys
 import yaml
 
 from pipelines.compile import COMPILED_PIPELINE, compile_pipeline
+from pipelines.profile import ClusterProfile
 from pipelines.ranking import STEPS
 from rankflow import __version__
 from rankflow.image import IMAGE
@@ -43,10 +44,18 @@ def test_compile_is_deterministic_across_processes(tmp_path):
     assert outputs[0] == outputs[1] == COMPILED_PIPELINE.read_text()
 
 
+def _all_tasks(spec) -> dict:
+    """Every task of the pipeline, the ones inside dsl.If sub-DAGs included."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return {name: task for name, task in tasks.items() if not name.startswith("condition-")}
+
+
 def test_dag_edges():
     spec, _ = _ir(COMPILED_PIPELINE)
+    assert set(_all_tasks(spec)) == set(STEPS)
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == set(STEPS)
 
     def upstream(task):
         artifacts = tasks[task]["inputs"].get("artifacts", {})
@@ -69,6 +78,23 @@ def test_dag_edges():
     }
 
 
+def test_deploy_runs_only_when_evaluation_and_infra_validation_bless():
+    spec, _ = _ir(COMPILED_PIPELINE)
+    components = spec["components"]
+    outer = spec["root"]["dag"]["tasks"]["condition-1"]
+    assert outer["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--evaluate-ranker-blessed'] == true"
+    )
+    inner = components[outer["componentRef"]["name"]]["dag"]["tasks"]["condition-2"]
+    assert inner["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--validate-on-triton-blessed'] == true"
+    )
+    deploy = components[inner["componentRef"]["name"]]["dag"]["tasks"]["deploy-model"]
+    assert deploy["inputs"]["artifacts"]["serving_model"] == {
+        "componentInputArtifact": "pipelinechannel--export-serving-model-serving_model"
+    }
+
+
 def test_one_image_tagged_with_the_version():
     spec, _ = _ir(COMPILED_PIPELINE)
     executors = spec["deploymentSpec"]["executors"]
@@ -85,7 +111,7 @@ def test_gpu_on_features_and_training_only():
     executors = spec["deploymentSpec"]["executors"]
     by_task = {
         name: executors[spec["components"][task["componentRef"]["name"]]["executorLabel"]]
-        for name, task in spec["root"]["dag"]["tasks"].items()
+        for name, task in _all_tasks(spec).items()
     }
     for task, executor in by_task.items():
         resources = executor["container"]["resources"]
@@ -100,6 +126,22 @@ def test_gpu_on_features_and_training_only():
     kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     tolerated = {label for label, config in kube.items() if config.get("tolerations")}
     assert len(tolerated) == 2
+
+
+def test_deploy_step_mounts_the_model_store():
+    spec, platform = _ir(COMPILED_PIPELINE)
+    profile = ClusterProfile()
+    kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert kube["exec-deploy-model"]["pvcMount"] == [
+        {
+            "constant": profile.model_store_pvc,
+            "mountPath": profile.model_store_mount,
+            "pvcNameParameter": {"runtimeValue": {"constant": profile.model_store_pvc}},
+        }
+    ]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["model_store"]["defaultValue"] == profile.model_store_mount
+    assert params["triton_url"]["defaultValue"] == profile.triton_url
 
 
 def test_parameters_have_defaults_and_descriptions():

@@ -22,6 +22,7 @@ def test_local_pipeline_run_writes_summary(tmp_path):
             "min_auc_click": 0.5,
             "min_auc_conversion": 0.5,
             "infra_rows": 128,
+            "model_store": str(tmp_path / "store"),
         },
     )
     on_disk = json.loads((run_dir / "summary.json").read_text())
@@ -40,6 +41,10 @@ def test_local_pipeline_run_writes_summary(tmp_path):
     assert serving["infra_blessed"] is True
     assert serving["skew_max_abs"] <= 1e-5
     assert 0 < serving["latency_ms"]["p50"] <= serving["latency_ms"]["p99"]
+    # Blessed twice over, so deployed: published as version 1; no local Triton was serving.
+    assert (serving["version"], serving["grpc_port"]) == (1, None)
+    assert serving["model_store"] == str(tmp_path / "store")
+    assert (tmp_path / "store" / "rankflow" / "1" / "ranker" / "saved_model.pb").is_file()
     assert set(STEPS) <= set(summary["timings_s"])
     assert all(v > 0 for v in summary["timings_s"].values())
     assert (run_dir / "pipeline.yaml").is_file() and summary["pipeline_yaml"].endswith(
@@ -48,6 +53,25 @@ def test_local_pipeline_run_writes_summary(tmp_path):
     assert "Ranker evaluation" in (run_dir / "report.md").read_text()
     assert (run_dir / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
     assert "shared_bottom" in format_summary(summary)
+
+
+@pytest.mark.slow
+def test_a_model_below_the_bar_is_not_deployed(tmp_path):
+    summary = run_local(
+        run_dir=tmp_path / "run",
+        arguments={
+            "synthetic_rows": 5_000,
+            "min_auc_click": 0.99,
+            "infra_rows": 64,
+            "model_store": str(tmp_path / "store"),
+        },
+    )
+    assert summary["blessed"] is False
+    assert summary["serving"]["infra_blessed"] is True
+    assert summary["serving"]["version"] is None
+    assert "deploy-model" not in summary["timings_s"]
+    assert not (tmp_path / "store").exists()
+    assert "not deployed" in format_summary(summary)
 
 
 def test_failed_step_is_reported_with_its_log(tmp_path):

@@ -1,0 +1,233 @@
+"""Gated rollout: publish a validated repository into the model store and switch Triton to it.
+
+Triton runs in explicit model-control mode. A deploy publishes version N, pins the store's
+configs to N and asks every serving replica to (re)load the endpoint: Triton keeps the old
+version answering until N is ready, then retires it, so clients see no failed request. If any
+replica can't load N, the store is pinned back and every replica reloads the previous version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from serving.store import ModelStore, StoreError
+
+logger = logging.getLogger(__name__)
+
+#: Written by ``rankflow serve`` into the store it serves, so a local deploy can find it.
+SERVER_FILE = ".triton.json"
+
+
+class DeployError(RuntimeError):
+    """A version could not be deployed or rolled back; the store serves what it served before."""
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    #: Local model store; on a cluster, the model-store PVC's mount path (see ClusterProfile).
+    model_store: str = "runs/model-store"
+    #: Triton HTTP (model-control) endpoint; "" = the local ``rankflow serve`` if running.
+    #: A DNS name resolving to several addresses (a headless Service) reaches every replica.
+    triton_url: str = ""
+    load_timeout_s: float = 300.0
+    keep_versions: int = 5
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    endpoint: str
+    version: int
+    previous: int | None
+    model_store: str
+    servers: tuple[str, ...]  # HTTP URLs now serving ``version``; empty = published only
+    grpc_url: str | None  # the local server's gRPC address, when there is one
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    pid: int
+    http_url: str
+    grpc_url: str
+    metrics_url: str
+
+
+def write_server_file(store: Path, server: LocalServer) -> Path:
+    path = Path(store) / SERVER_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(server), indent=2) + "\n")
+    return path
+
+
+def local_server(store: str | Path) -> LocalServer | None:
+    """The ``rankflow serve`` Triton serving ``store``, if it is running and live."""
+    path = Path(store) / SERVER_FILE
+    if not path.is_file():
+        return None
+    try:
+        server = LocalServer(**json.loads(path.read_text()))
+        os.kill(server.pid, 0)
+    except (ValueError, TypeError, ProcessLookupError, PermissionError):
+        logger.info("stale %s (server gone); publishing only", path)
+        return None
+    return server if _live(server.http_url) else None
+
+
+def _live(http_url: str) -> bool:
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(http_url, connection_timeout=2.0, network_timeout=5.0)
+    try:
+        return bool(client.is_server_live())
+    except Exception:  # refused, reset, timeout: not a server we can deploy to
+        return False
+    finally:
+        client.close()
+
+
+def replicas(url: str) -> tuple[str, ...]:
+    """``host:port`` -> one ``address:port`` per address the name resolves to."""
+    host, sep, port = url.rpartition(":")
+    if not sep or not port.isdigit():
+        raise DeployError(f"Triton URL must be host:port, got {url!r}")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise DeployError(f"cannot resolve Triton host {host!r}: {err}") from err
+    addresses = sorted({info[4][0] for info in infos})
+    return tuple(f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses)
+
+
+def _load(
+    servers: Sequence[str],
+    models: Sequence[str],
+    endpoint: str,
+    version: int,
+    timeout: float,
+    *,
+    switched: list[str],
+) -> None:
+    """Load ``models`` (endpoint last) on every server, appending each success to ``switched``."""
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException
+
+    for url in servers:
+        client = http.InferenceServerClient(url, connection_timeout=10.0, network_timeout=timeout)
+        try:
+            for model in models:
+                client.load_model(model)
+            if not client.is_model_ready(endpoint, str(version)):
+                raise DeployError(f"{url}: {endpoint} version {version} loaded but not ready")
+        except InferenceServerException as err:
+            raise DeployError(f"{url}: loading {endpoint} version {version} failed: {err}") from err
+        finally:
+            client.close()
+        switched.append(url)
+        logger.info("%s now serves %s version %d", url, endpoint, version)
+
+
+def _servers(store: Path, triton_url: str) -> tuple[tuple[str, ...], str | None]:
+    if triton_url:
+        return replicas(triton_url), None
+    server = local_server(store)
+    if server is None:
+        return (), None
+    return (server.http_url,), server.grpc_url
+
+
+def _switch(
+    store: ModelStore,
+    endpoint: str,
+    version: int,
+    *,
+    action: str,
+    config: DeployConfig,
+) -> DeployResult:
+    """Pin ``version`` and load it everywhere; on any failure, pin and reload the previous one."""
+    previous = store.serving_version(endpoint)
+    rollout = store.rollout(endpoint)
+    assert rollout is not None  # published before any switch
+    servers, grpc_url = _servers(store.root, config.triton_url)
+    store.unpin(endpoint, version)
+    switched: list[str] = []
+    try:
+        _load(servers, rollout.models, endpoint, version, config.load_timeout_s, switched=switched)
+    except DeployError:
+        store.unpin(endpoint, previous)
+        # A failed load leaves that server on its previous version; only the replicas that
+        # already switched must be sent back.
+        if previous is not None and switched:
+            try:
+                _load(
+                    switched, rollout.models, endpoint, previous, config.load_timeout_s, switched=[]
+                )
+            except DeployError:
+                logger.exception("could not reload %s version %s", endpoint, previous)
+        raise
+    store.pin(endpoint, version, action=action)
+    return DeployResult(
+        endpoint=endpoint,
+        version=version,
+        previous=previous,
+        model_store=str(store.root),
+        servers=servers,
+        grpc_url=grpc_url if servers else None,
+    )
+
+
+def deploy(repository: str | Path, endpoint: str, *, config: DeployConfig) -> DeployResult:
+    """Publish ``repository`` as the next version of ``endpoint`` and serve it."""
+    store = ModelStore(config.model_store, keep=config.keep_versions)
+    try:
+        version = store.publish(repository, endpoint)
+    except (StoreError, OSError) as err:
+        raise DeployError(f"cannot publish {repository} as {endpoint!r}: {err}") from err
+    try:
+        result = _switch(store, endpoint, version, action="deploy", config=config)
+    except DeployError as err:
+        # The failed version stays on disk for inspection but is never pinned again.
+        raise DeployError(
+            f"{err}; still serving version {store.serving_version(endpoint)}"
+        ) from err
+    removed = store.prune(endpoint)
+    if removed:
+        logger.info("pruned versions %s of %s", removed, endpoint)
+    return result
+
+
+def rollback(endpoint: str, *, config: DeployConfig) -> DeployResult:
+    """Serve the version deployed before the current one again."""
+    store = ModelStore(config.model_store, keep=config.keep_versions)
+    try:
+        version = store.previous_version(endpoint)
+    except StoreError as err:
+        raise DeployError(str(err)) from err
+    return _switch(store, endpoint, version, action="rollback", config=config)
+
+
+def wait_version(http_url: str, endpoint: str, version: int, timeout_s: float = 60.0) -> None:
+    """Block until ``endpoint`` ``version`` is ready on ``http_url`` (start-up of a server)."""
+    import tritonclient.http as http
+
+    deadline = time.monotonic() + timeout_s
+    client = http.InferenceServerClient(http_url, connection_timeout=2.0)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if client.is_model_ready(endpoint, str(version)):
+                    return
+            except Exception:  # server still starting
+                pass
+            time.sleep(0.25)
+    finally:
+        client.close()
+    raise DeployError(f"{endpoint} version {version} not ready on {http_url} after {timeout_s}s")
