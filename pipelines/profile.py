@@ -31,6 +31,7 @@ class ClusterProfile:
     evaluation: StepResources = StepResources(cpu="2", memory="8Gi")
     export: StepResources = StepResources(cpu="1", memory="4Gi")
     validation: StepResources = StepResources(cpu="2", memory="8Gi")
+    gate: StepResources = StepResources(cpu="100m", memory="256Mi")
     deploy: StepResources = StepResources(cpu="1", memory="2Gi")
     gpu_product: str | None = None
     data_pvc: str | None = None
@@ -65,6 +66,7 @@ def apply_profile(
     evaluation: dsl.PipelineTask,
     export: dsl.PipelineTask,
     validation: dsl.PipelineTask,
+    gate: dsl.PipelineTask,
     deploy: dsl.PipelineTask,
 ) -> None:
     _apply(data, profile.data, profile)
@@ -73,6 +75,7 @@ def apply_profile(
     _apply(evaluation, profile.evaluation, profile)
     _apply(export, profile.export, profile)
     _apply(validation, profile.validation, profile)
+    _apply(gate, profile.gate, profile)
     _apply(deploy, profile.deploy, profile)
     kubernetes.mount_pvc(
         deploy, pvc_name=profile.model_store_pvc, mount_path=profile.model_store_mount

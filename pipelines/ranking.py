@@ -12,7 +12,7 @@ from kfp.dsl.graph_component import GraphComponent
 from components.data.component import prepare_data
 from components.data.split import SplitConfig
 from components.data.synthetic import SyntheticConfig
-from components.deploy.component import deploy_model
+from components.deploy.component import deploy_model, deployment_gate
 from components.evaluation.component import evaluate_ranker
 from components.evaluation.evaluate import BlessingPolicy
 from components.export.component import export_serving_model
@@ -35,6 +35,7 @@ STEPS = (
     "evaluate-ranker",
     "export-serving-model",
     "validate-on-triton",
+    "deployment-gate",
     "deploy-model",
 )
 
@@ -171,10 +172,11 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             batch_size=infra_batch_size,
             tolerance=skew_tolerance,
         ).set_display_name("Validate on Triton")
-        with (
-            dsl.If(evaluation.outputs["blessed"] == True, name="model-blessed"),  # noqa: E712
-            dsl.If(validation.outputs["blessed"] == True, name="infra-blessed"),  # noqa: E712
-        ):
+        gate = deployment_gate(
+            model_blessed=evaluation.outputs["blessed"],
+            infra_blessed=validation.outputs["blessed"],
+        ).set_display_name("Deployment gate")
+        with dsl.If(gate.output == True, name="blessed"):  # noqa: E712
             deployment = deploy_model(
                 serving_model=export.outputs["serving_model"],
                 model_name=serving_model_name,
@@ -189,6 +191,7 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             evaluation=evaluation,
             export=export,
             validation=validation,
+            gate=gate,
             deploy=deployment,
         )
         return evaluation.outputs["report"]

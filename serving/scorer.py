@@ -45,6 +45,19 @@ class RankerScorer:
         self.input_dtypes: dict[str, np.dtype] = {
             column.name: np.dtype(column.dtype.to_numpy) for column in self.workflow.input_schema
         }
+        # Trace the model and touch every transform now, so the first real request (and, in
+        # Triton, the first request after a rollout) doesn't pay seconds of tracing; two batch
+        # sizes make reduce_retracing settle on one batch-polymorphic trace.
+        for rows in (1, 2):
+            self.score(self._blank_rows(rows))
+
+    def _blank_rows(self, n: int) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                c: np.full(n, "", dtype=object) if d.kind in "OSU" else np.zeros(n, dtype=d)
+                for c, d in self.input_dtypes.items()
+            }
+        )
 
     def check(self, frame: pd.DataFrame) -> None:
         missing = [c for c in self.input_dtypes if c not in frame.columns]

@@ -26,6 +26,8 @@ class InfraValidationConfig:
     latency_requests: int = 50
     tolerance: float = 1e-5
     ready_timeout_s: float = 180.0
+    #: Per request; generous because a busy CI machine is not a serving outage.
+    request_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,13 @@ def infra_validate(
     )
     try:
         with server:
-            client = RankflowClient(ClientConfig(url=server.grpc_url, model_name=model_name))
+            client = RankflowClient(
+                ClientConfig(
+                    url=server.grpc_url,
+                    model_name=model_name,
+                    timeout_s=config.request_timeout_s,
+                )
+            )
             parts = [
                 client.score(rows.iloc[i : i + config.batch_size])
                 for i in range(0, len(rows), config.batch_size)

@@ -1,4 +1,4 @@
-"""KFP wrapper of the deploy step."""
+"""KFP wrappers of the deployment gate and the deploy step."""
 
 from typing import NamedTuple
 
@@ -6,6 +6,23 @@ from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
 from rankflow.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def deployment_gate(model_blessed: bool, infra_blessed: bool) -> bool:
+    """True only when evaluation and infra-validation both blessed the model.
+
+    One boolean for one ``dsl.If``: kfp.local resolves a condition on a task's single output
+    but not on a named output (it reads ``pipelinechannel--<task>-<name>`` as a pipeline input).
+    """
+    import logging
+
+    logger = logging.getLogger("rankflow.deployment_gate")
+    if not model_blessed:
+        logger.warning("not deploying: evaluation did not bless the model")
+    if not infra_blessed:
+        logger.warning("not deploying: infra-validation did not bless the model")
+    return model_blessed and infra_blessed
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -63,3 +63,12 @@ def test_export_then_validate_on_triton(artifact, prepared, features, trained):
     assert json.loads(Path(deployment.path).read_text())["previous"] == 1
     assert deployment.metadata == {"model_name": "rankflow", "version": 2, "servers": []}
     assert (store / "rankflow" / "2" / "model.py").is_file()
+
+
+def test_deployment_gate_needs_both_blessings():
+    from components.deploy.component import deployment_gate
+
+    gate = deployment_gate.python_func
+    assert gate(model_blessed=True, infra_blessed=True) is True
+    assert gate(model_blessed=True, infra_blessed=False) is False
+    assert gate(model_blessed=False, infra_blessed=True) is False

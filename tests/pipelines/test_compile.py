@@ -80,17 +80,23 @@ def test_dag_edges():
 
 def test_deploy_runs_only_when_evaluation_and_infra_validation_bless():
     spec, _ = _ir(COMPILED_PIPELINE)
-    components = spec["components"]
-    outer = spec["root"]["dag"]["tasks"]["condition-1"]
-    assert outer["triggerPolicy"]["condition"] == (
-        "inputs.parameter_values['pipelinechannel--evaluate-ranker-blessed'] == true"
+    root = spec["root"]["dag"]["tasks"]
+    gate = root["deployment-gate"]["inputs"]["parameters"]
+    assert gate["model_blessed"]["taskOutputParameter"] == {
+        "producerTask": "evaluate-ranker",
+        "outputParameterKey": "blessed",
+    }
+    assert gate["infra_blessed"]["taskOutputParameter"] == {
+        "producerTask": "validate-on-triton",
+        "outputParameterKey": "blessed",
+    }
+    condition = root["condition-1"]
+    assert condition["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--deployment-gate-Output'] == true"
     )
-    inner = components[outer["componentRef"]["name"]]["dag"]["tasks"]["condition-2"]
-    assert inner["triggerPolicy"]["condition"] == (
-        "inputs.parameter_values['pipelinechannel--validate-on-triton-blessed'] == true"
-    )
-    deploy = components[inner["componentRef"]["name"]]["dag"]["tasks"]["deploy-model"]
-    assert deploy["inputs"]["artifacts"]["serving_model"] == {
+    body = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(body) == ["deploy-model"]
+    assert body["deploy-model"]["inputs"]["artifacts"]["serving_model"] == {
         "componentInputArtifact": "pipelinechannel--export-serving-model-serving_model"
     }
 
