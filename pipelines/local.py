@@ -95,10 +95,12 @@ def run_local(
     from serving.deploy import DeployConfig
 
     # Locally, deploy into the local store (absolute: each task runs in its own process) and
-    # to the `make serve` Triton if it is up, unless the caller chose otherwise.
+    # to the `make serve` Triton if it is up, unless the caller chose otherwise; the Triton here
+    # has no TensorFlow backend, so the repository is the python-backend flavour.
     arguments = {
         "model_store": str(Path(DeployConfig.model_store).resolve()),
         "triton_url": DeployConfig.triton_url,
+        "serving_flavour": "cpu",
         **arguments,
     }
     if run_dir.exists():

@@ -42,6 +42,9 @@ class ClusterProfile:
     model_store_mount: str = "/models"
     #: Headless Service resolving to every Triton replica's HTTP (model-control) port.
     triton_url: str = "rankflow-triton-replicas:8000"
+    #: Triton repository flavour: "gpu" (TensorFlow backend, the NGC image's Triton) on a GPU
+    #: cluster, "cpu" (python backend) for the k8s `cpu` overlay and local runs.
+    serving_flavour: str = "gpu"
 
 
 def _apply(task: dsl.PipelineTask, resources: StepResources, profile: ClusterProfile) -> None:

@@ -73,6 +73,7 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
         min_auc_click: float = BlessingPolicy.min_auc_click,
         min_auc_conversion: float = BlessingPolicy.min_auc_conversion,
         serving_model_name: str = ExportConfig.model_name,
+        serving_flavour: str = profile.serving_flavour,
         max_batch_size: int = ExportConfig.max_batch_size,
         infra_rows: int = InfraValidationConfig.rows,
         infra_batch_size: int = InfraValidationConfig.batch_size,
@@ -106,6 +107,9 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             min_auc_click: Minimum test AUC of the click task for the model to be blessed.
             min_auc_conversion: Minimum test AUC of the conversion task (if the data has one).
             serving_model_name: Name of the Triton endpoint.
+            serving_flavour: "gpu" (NVTabular + TensorFlow-backend ensemble; Triton with the
+                TensorFlow backend, as in the NGC Merlin image) or "cpu" (one python-backend
+                model; any Triton).
             max_batch_size: Largest batch the Triton endpoint accepts.
             infra_rows: Held-out raw rows scored online and offline by infra-validation.
             infra_batch_size: Rows per request when infra-validation times latency.
@@ -160,6 +164,7 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             dataset_spec=data.outputs["dataset_spec"],
             model_name=serving_model_name,
             max_batch_size=max_batch_size,
+            flavour=serving_flavour,
         ).set_display_name("Export Triton repository")
         validation = validate_on_triton(
             serving_model=export.outputs["serving_model"],

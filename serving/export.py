@@ -1,4 +1,14 @@
-"""Build a Triton model repository for the ranker: NVTabular transform + model in one endpoint."""
+"""Build a Triton model repository for the ranker: NVTabular transform + model in one endpoint.
+
+Two flavours with the same endpoint contract (raw feature columns in, ``dims: [1]``, named and
+typed as the workflow's inputs; one FP32 ``dims: [1]`` score per task out, named by task):
+
+- ``cpu``: one python-backend model running transform and SavedModel together, for the Triton
+  here (python backend and ensembles, no TensorFlow backend); the fastest layout measured on
+  it (``bench/serving_layouts.py``).
+- ``gpu``: a plain Triton ensemble built with merlin-systems (``serving/ensemble.py``): its
+  NVTabular workflow model, then the SavedModel on the TensorFlow backend (NGC Merlin images).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +26,7 @@ from rankflow.spec import DatasetSpec
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "rankflow"
+FLAVOURS = ("cpu", "gpu")
 
 _TRITON_TYPES = {
     "bool": "TYPE_BOOL",
@@ -35,6 +46,10 @@ def triton_type(dtype: np.dtype) -> str:
     if name not in _TRITON_TYPES:
         raise ValueError(f"no Triton type for input dtype {name}")
     return _TRITON_TYPES[name]
+
+
+class ExportError(RuntimeError):
+    """The workflow and the model can't be exported as an endpoint; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -96,3 +111,52 @@ def export_cpu_repository(
         (model / "config.pbtxt").write_text(_config_pbtxt(config, scorer.input_dtypes, tasks))
     logger.info("exported %s v%d to %s", config.model_name, config.version, repository)
     return repository
+
+
+def export_gpu_repository(
+    spec: DatasetSpec,
+    *,
+    workflow_dir: Path,
+    model_dir: Path,
+    repository: Path,
+    config: ExportConfig,
+) -> Path:
+    """Write the merlin-systems ensemble for a Triton with the TensorFlow backend.
+
+    ``repository/<model>`` is a plain ensemble of ``<model>_transform`` (merlin-systems' NVTabular
+    workflow model, python backend) and ``<model>_ranker`` (``tensorflow_savedmodel``), all at
+    ``config.version``. The workflow and the SavedModel are loaded and checked against each other
+    first; the whole repository appears at once or not at all.
+    """
+    from serving.ensemble import load_ensemble_artifacts, write_ensemble
+
+    artifacts = load_ensemble_artifacts(
+        spec.target_columns, workflow_dir=workflow_dir, model_dir=model_dir
+    )
+    with atomic_dir(repository) as scratch:
+        write_ensemble(artifacts, scratch, config, ranker_backend="tensorflow")
+    logger.info(
+        "exported %s v%d (gpu flavour, ensemble) to %s",
+        config.model_name,
+        config.version,
+        repository,
+    )
+    return repository
+
+
+def export_repository(
+    spec: DatasetSpec,
+    *,
+    workflow_dir: Path,
+    model_dir: Path,
+    repository: Path,
+    config: ExportConfig,
+    flavour: str,
+) -> Path:
+    """Export the ``flavour`` (one of ``FLAVOURS``) of the endpoint; see the module docstring."""
+    exporters = {"cpu": export_cpu_repository, "gpu": export_gpu_repository}
+    if flavour not in exporters:
+        raise ValueError(f"unknown serving flavour {flavour!r}: choose one of {list(FLAVOURS)}")
+    return exporters[flavour](
+        spec, workflow_dir=workflow_dir, model_dir=model_dir, repository=repository, config=config
+    )

@@ -227,6 +227,11 @@ class ModelStore:
                 raise StoreError(f"version {version} of {model!r} is not in the store {self.root}")
             config = _read_config(exported)
             config.version_policy.specific.versions[:] = [version]
+            # An ensemble names its steps' versions as exported; in the store the whole set
+            # carries one number, so its steps are pinned along.
+            for step in config.ensemble_scheduling.step:
+                if step.model_name in models:
+                    step.model_version = version
             configs[model] = text_format.MessageToString(config)
         # Steps before the endpoint, so the endpoint never points at a step that isn't there.
         for model in models:

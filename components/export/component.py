@@ -14,19 +14,25 @@ def export_serving_model(
     serving_model: Output[Model],
     model_name: str,
     max_batch_size: int,
+    flavour: str,
 ):
-    """Build the Triton model repository: raw features in, one score per task out."""
+    """Build the Triton model repository: raw features in, one score per task out.
+
+    ``flavour``: "cpu" (python backend; any Triton) or "gpu" (NVTabular step + TensorFlow
+    backend ensemble; a Triton with the TensorFlow backend, as in the NGC Merlin image).
+    """
     from pathlib import Path
 
     from rankflow.spec import DatasetSpec
-    from serving.export import ExportConfig, export_cpu_repository
+    from serving.export import ExportConfig, export_repository
 
-    export_cpu_repository(
+    export_repository(
         DatasetSpec.load(dataset_spec.path),
         workflow_dir=Path(nvt_workflow.path),
         model_dir=Path(ranker.path),
         repository=Path(serving_model.path),
         config=ExportConfig(model_name=model_name, max_batch_size=max_batch_size),
+        flavour=flavour,
     )
     serving_model.metadata["model_name"] = model_name
-    serving_model.metadata["flavour"] = "cpu"
+    serving_model.metadata["flavour"] = flavour

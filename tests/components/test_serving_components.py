@@ -24,6 +24,7 @@ def test_export_then_validate_on_triton(artifact, prepared, features, trained):
         serving_model=serving_model,
         model_name="rankflow",
         max_batch_size=256,
+        flavour="cpu",
     )
     config = (Path(serving_model.path) / "rankflow" / "config.pbtxt").read_text()
     assert "max_batch_size: 256" in config

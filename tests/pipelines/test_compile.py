@@ -148,6 +148,7 @@ def test_deploy_step_mounts_the_model_store():
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["model_store"]["defaultValue"] == profile.model_store_mount
     assert params["triton_url"]["defaultValue"] == profile.triton_url
+    assert params["serving_flavour"]["defaultValue"] == profile.serving_flavour == "gpu"
 
 
 def test_parameters_have_defaults_and_descriptions():

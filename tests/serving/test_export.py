@@ -9,7 +9,7 @@ import pytest
 
 from components.training.ranker import load_ranker, predict
 from rankflow.spec import DatasetSpec
-from serving.export import ExportConfig, export_cpu_repository
+from serving.export import ExportConfig, export_cpu_repository, export_repository
 from serving.scorer import ScoringError
 
 
@@ -63,6 +63,22 @@ def test_triton_scores_equal_in_process_scores(triton, scorer, prepared):
         client.infer("rankflow", [t for t in inputs if t.name() != "device"])
     again = client.infer("rankflow", inputs).as_numpy("click").reshape(-1)
     np.testing.assert_allclose(again, expected["click"], atol=1e-5)
+
+
+def test_cpu_flavour_is_the_single_python_model(repository, prepared, features, trained, tmp_path):
+    """``export_repository(flavour="cpu")`` is ``export_cpu_repository``: one python model, the
+    fastest layout on the Triton here (bench/serving_layouts.py)."""
+    exported = export_repository(
+        DatasetSpec.load(prepared["spec"]),
+        workflow_dir=features["workflow"],
+        model_dir=trained,
+        repository=tmp_path / "repo",
+        config=ExportConfig(),
+        flavour="cpu",
+    )
+    assert [p.name for p in exported.iterdir()] == ["rankflow"]
+    config = (exported / "rankflow" / "config.pbtxt").read_text()
+    assert config == (repository / "rankflow" / "config.pbtxt").read_text()
 
 
 def test_export_refuses_a_missing_model(prepared, features, tmp_path):
