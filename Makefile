@@ -13,10 +13,10 @@ INPUT ?= $(firstword $(wildcard runs/latest/artifacts/*/prepare-data/test_data))
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup run test compile submit serve query rollback manifests lint format lock clean
+.PHONY: help setup run test compile submit serve query rollback manifests bench bench-quick lint format lock clean
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 # Re-runs only when the lock or the project metadata changes.
 $(STAMP): requirements.lock pyproject.toml Makefile
@@ -59,6 +59,12 @@ manifests: $(STAMP) ## Render the Triton serving overlays (kustomize) into build
 	mkdir -p build/k8s
 	for o in cpu gpu; do $(PY) -c 'import asyncio, sys, pykustomize; sys.stdout.write(asyncio.run(pykustomize.build(sys.argv[1])).yaml)' k8s/serving/overlays/$$o > build/k8s/$$o.yaml || exit 1; done
 	@echo "kubectl apply -n <pipeline namespace> -f build/k8s/cpu.yaml (or gpu.yaml)"
+
+bench: $(STAMP) ## Full benchmark suite (long; not for CI): bench/results.json, BENCHMARKS.md, bench/plots/
+	$(PY) -m bench $(ARGS)
+
+bench-quick: $(STAMP) ## Smoke benchmarks (a few minutes) into build/bench/
+	$(PY) -m bench --quick --out build/bench/results.json --markdown build/bench/BENCHMARKS.md --plots build/bench/plots $(ARGS)
 
 lint: $(STAMP) ## ruff lint + format check
 	$(VENV)/bin/ruff check .

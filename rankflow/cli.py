@@ -22,7 +22,15 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     from pipelines.ranking import ranking_pipeline
 
     inputs = ranking_pipeline.component_spec.inputs
-    casts = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float}
+    # kfp names the types "String"/"Integer"/"Float"/"Boolean" in component specs and
+    # STRING/NUMBER_INTEGER/... in the IR; accept both spellings.
+    casts = {
+        "string": str,
+        "integer": int,
+        "number_integer": int,
+        "float": float,
+        "number_double": float,
+    }
     arguments: dict[str, Any] = {}
     for pair in pairs:
         name, sep, raw = pair.partition("=")
@@ -32,9 +40,11 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
             raise SystemExit(f"unknown pipeline parameter {name!r}; known: {sorted(inputs)}")
         kind = inputs[name].type
         try:
-            if kind in casts:
-                arguments[name] = casts[kind](raw)
-            elif kind == "BOOLEAN":
+            if kind.lower() in casts:
+                arguments[name] = casts[kind.lower()](raw)
+            elif kind.lower() == "boolean":
+                if raw.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                    raise ValueError(raw)
                 arguments[name] = raw.lower() in ("1", "true", "yes")
             else:
                 arguments[name] = json.loads(raw)

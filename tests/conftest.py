@@ -96,9 +96,6 @@ def pipeline_defaults(component) -> dict:
     from pipelines.ranking import ranking_pipeline
 
     params = ranking_pipeline.component_spec.inputs
-    casts = {"NUMBER_INTEGER": int, "NUMBER_DOUBLE": float}
     return {
-        name: casts.get(spec.type, lambda v: v)(params[name].default)
-        for name, spec in component.component_spec.inputs.items()
-        if name in params
+        name: params[name].default for name in component.component_spec.inputs if name in params
     }

@@ -1,0 +1,1 @@
+"""rankflow benchmark suite: ``python -m bench [--quick]`` (see bench/run.py)."""

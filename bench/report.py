@@ -1,0 +1,457 @@
+"""results.json, BENCHMARKS.md and the PNG plots from one run's results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = (
+    "nvtabular",
+    "merlin-core",
+    "merlin-dataloader",
+    "merlin-models",
+    "tensorflow-cpu",
+    "tritonclient",
+    "nvidia-pytriton",
+    "pandas",
+    "pyarrow",
+    "numpy",
+)
+
+#: The issue's targets. Each: (stage, description, function of the results -> (value, met) or None).
+ETL_FLOOR_MAX = 3.0
+ETL_PANDAS_MIN = 3.0
+TRAINING_FLOOR_MAX = 1.2
+SERVING_BATCH = 512
+SERVING_RATIO_MAX = 1.3
+SERVING_P99_BATCH = 64
+SERVING_P99_MAX_MS = 5.0
+RUN_MAX_S = 180.0
+
+
+def machine_info(*, quick: bool, started: datetime, wall_s: float) -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "mode": "quick" if quick else "full",
+        "quick": quick,
+        "date": started.isoformat(timespec="seconds"),
+        "wall_s": wall_s,
+        "cpu_count": os.cpu_count(),
+        "loadavg_start": None,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "packages": versions,
+    }
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the issue, its measured value and whether it is met (None: not measured)."""
+    rows: list[dict[str, Any]] = []
+
+    def add(stage: str, target: str, value: float | None, met: bool | None, unit: str) -> None:
+        rows.append({"stage": stage, "target": target, "value": value, "met": met, "unit": unit})
+
+    for r in results.get("etl", {}).get("results", []):
+        size = f"{r['log_rows']:,}-row log"
+        add(
+            "etl",
+            f"NVTabular <= {ETL_FLOOR_MAX:g}x parquet I/O floor ({size})",
+            r["x_floor"],
+            r["x_floor"] <= ETL_FLOOR_MAX,
+            "x",
+        )
+        add(
+            "etl",
+            f"NVTabular >= {ETL_PANDAS_MIN:g}x faster than pandas ({size})",
+            r["speedup_vs_pandas"],
+            r["speedup_vs_pandas"] >= ETL_PANDAS_MIN,
+            "x",
+        )
+    for r in results.get("training", {}).get("results", []):
+        add(
+            "training",
+            f"dataloader <= {TRAINING_FLOOR_MAX:g}x compute floor (batch {r['batch_size']})",
+            r["x_floor"],
+            r["x_floor"] <= TRAINING_FLOOR_MAX,
+            "x",
+        )
+    serving = results.get("serving", {}).get("triton", [])
+    cell = next((r for r in serving if r["batch"] == SERVING_BATCH and r["concurrency"] == 1), None)
+    ratio = cell.get("x_in_process_p50") if cell else None
+    add(
+        "serving",
+        f"Triton p50 <= {SERVING_RATIO_MAX:g}x in-process (batch {SERVING_BATCH})",
+        ratio,
+        None if ratio is None else ratio <= SERVING_RATIO_MAX,
+        "x",
+    )
+    cell = next(
+        (r for r in serving if r["batch"] == SERVING_P99_BATCH and r["concurrency"] == 1), None
+    )
+    p99 = cell["p99_ms"] if cell else None
+    add(
+        "serving",
+        f"Triton p99 <= {SERVING_P99_MAX_MS:g} ms (batch {SERVING_P99_BATCH}, concurrency 1)",
+        p99,
+        None if p99 is None else p99 <= SERVING_P99_MAX_MS,
+        "ms",
+    )
+    run_s = results.get("whole_run", {}).get("total_s")
+    add(
+        "whole run",
+        f"make run <= {RUN_MAX_S / 60:g} min",
+        run_s,
+        None if run_s is None else run_s <= RUN_MAX_S,
+        "s",
+    )
+    return rows
+
+
+def _met(met: bool | None) -> str:
+    return {True: "met", False: "**not met**", None: "not measured"}[met]
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _agreement(check: dict[str, Any]) -> str:
+    if not check.get("ok"):
+        return "**no**"
+    if check.get("categorical_equal"):
+        return "yes (all codes equal)"
+    return "yes (codes differ where counts tie)"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(payload: dict[str, Any], plots: dict[str, Path], base: Path = ROOT) -> str:
+    """The BENCHMARKS.md text; plot links are relative to ``base`` (the file's directory)."""
+    info = payload["machine"]
+    results = payload["results"]
+    goals = payload["targets"]
+    command = "python -m bench --quick" if info["quick"] else "python -m bench"
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Numbers from a **{info['mode']}** run (`{command}`) "
+        f"on {info['date']}, {info['cpu_count']} CPU(s), no GPU, Python {info['python']}; "
+        f"the suite took {info['wall_s']:.0f} s. `make bench` recomputes everything from a fresh "
+        "synthetic log (nothing is cached); raw figures are in `bench/results.json`.",
+        "",
+        "Every figure is a median over repeats, and every ratio is between two contenders measured "
+        "in the same run, interleaved, so background load on a shared machine hits both alike.",
+        "",
+    ]
+    if info["quick"]:
+        lines += [
+            "> Quick (smoke) run: small sizes and few repeats. These numbers show the suite works, "
+            "not how fast the stack is; run `make bench` for the real figures.",
+            "",
+        ]
+    lines += ["## Targets", ""]
+    lines += _table(
+        ["stage", "target", "measured", "status"],
+        [
+            [
+                g["stage"],
+                g["target"],
+                f"{_num(g['value'])} {g['unit']}" if g["value"] is not None else "-",
+                _met(g["met"]),
+            ]
+            for g in goals
+        ],
+    )
+
+    etl = results.get("etl")
+    if etl:
+        lines += ["", "## ETL: NVTabular fit + transform", ""]
+        lines += [
+            "Fit on the train split and transform it, written as parquet (rows/s of train rows), "
+            "against the floor (pyarrow reading the same parquet and writing it back) and the same "
+            f"transforms in plain pandas. Target: ≤ {ETL_FLOOR_MAX:g}× the floor, ≥ "
+            f"{ETL_PANDAS_MIN:g}× faster than pandas.",
+            "",
+        ]
+        lines += _table(
+            [
+                "log rows",
+                "train rows",
+                "NVTabular rows/s",
+                "floor rows/s",
+                "pandas rows/s",
+                "× floor",
+                "speed-up vs pandas",
+                "pandas = NVTabular",
+            ],
+            [
+                [
+                    f"{r['log_rows']:,}",
+                    f"{r['train_rows']:,}",
+                    _num(r["rows_per_s"]["nvtabular"]),
+                    _num(r["rows_per_s"]["floor"]),
+                    _num(r["rows_per_s"]["pandas"]),
+                    _num(r["x_floor"]),
+                    _num(r["speedup_vs_pandas"]),
+                    _agreement(r["pandas_check"]),
+                ]
+                for r in etl["results"]
+            ],
+        )
+        lines += [
+            "",
+            '"pandas = NVTabular": same rows, same columns, continuous values allclose and targets '
+            "equal, checked on the first repeat's outputs; categorical codes follow NVTabular's "
+            "conventions (0 reserved, 1 null, 2 OOV, then most frequent first), and the share of "
+            "equal codes per column is in results.json.",
+        ]
+    training = results.get("training")
+    if training:
+        lines += ["", "## Training: the default ranker", ""]
+        lines += [
+            f"Examples/s of `build_ranker(RankerConfig())` trained through the Merlin dataloader "
+            f"on the processed train split of a {training['rows']:,}-row log, against the same "
+            "model fed the same rows from in-memory `tf.data` tensors (the compute floor). "
+            f"Target: ≤ {TRAINING_FLOOR_MAX:g}× the floor.",
+            "",
+        ]
+        lines += _table(
+            ["batch", "steps (warm-up)", "dataloader ex/s", "in-memory ex/s", "× floor"],
+            [
+                [
+                    str(r["batch_size"]),
+                    f"{r['steps']} ({r['warmup_steps']})",
+                    _num(r["examples_per_s"]["dataloader"]),
+                    _num(r["examples_per_s"]["in_memory"]),
+                    _num(r["x_floor"]),
+                ]
+                for r in training["results"]
+            ],
+        )
+    serving = results.get("serving")
+    if serving:
+        lines += ["", "## Serving: Triton gRPC", ""]
+        lines += [
+            f"The ranker exported by `export_cpu_repository` on the real Triton, scored over gRPC "
+            f"({serving['client']}), {serving['requests_per_cell']} timed requests per cell, "
+            "against in-process `RankerScorer.score` of the same rows (the floor; interleaved "
+            f"with the concurrency-1 requests). Targets: p50 ≤ {SERVING_RATIO_MAX:g}× in-process "
+            f"at batch {SERVING_BATCH}; p99 ≤ {SERVING_P99_MAX_MS:g} ms at batch "
+            f"{SERVING_P99_BATCH}, concurrency 1.",
+            "",
+        ]
+        floor = {r["batch"]: r for r in serving["in_process"]}
+        lines += _table(
+            [
+                "batch",
+                "concurrency",
+                "p50 ms",
+                "p99 ms",
+                "rows/s",
+                "in-process p50 ms",
+                "× in-process p50",
+                "scores = in-process",
+            ],
+            [
+                [
+                    str(r["batch"]),
+                    str(r["concurrency"]),
+                    _num(r["p50_ms"]),
+                    _num(r["p99_ms"]),
+                    _num(r["rows_per_s"]),
+                    _num(floor.get(r["batch"], {}).get("p50_ms")),
+                    _num(r.get("x_in_process_p50")),
+                    "yes" if r["correct"] else f"**no** ({r['max_abs_diff']:.1e})",
+                ]
+                for r in serving["triton"]
+            ],
+        )
+    lines += ["", "## Whole run: `rankflow run` (what `make run` runs)", ""]
+    whole = results.get("whole_run")
+    if whole and whole.get("runs"):
+        steps = list(dict.fromkeys(k for r in whole["runs"] for k in r["steps_s"]))
+        lines += [
+            "The real CLI in a subprocess (temporary run directory and model store), per-step wall "
+            "time from the run's own `summary.json`, peak RSS of its largest process from "
+            "`/usr/bin/time`. `default` is the pipeline's default settings (target: ≤ "
+            f'{RUN_MAX_S / 60:g} min); the others vary `synthetic_rows` only. "cost/row" is '
+            "seconds per row relative to the smallest scaling run: 1.0 throughout means linear.",
+            "",
+        ]
+        lines += _table(
+            [
+                "run",
+                "rows",
+                "total s",
+                *[f"{s} s" for s in steps],
+                "peak RSS MB",
+                "s per 1M rows",
+                "cost/row vs smallest",
+            ],
+            [
+                [
+                    r["name"],
+                    f"{r['rows']:,}",
+                    _num(r["total_s"], 1),
+                    *[_num(r["steps_s"].get(s), 1) for s in steps],
+                    _num(r["peak_rss_mb"], 0),
+                    _num(r.get("s_per_million_rows"), 1),
+                    _num(r.get("cost_per_row_vs_smallest")),
+                ]
+                for r in whole["runs"]
+            ],
+        )
+    else:
+        lines += [
+            "Not measured in this run (the quick mode leaves it out: each pipeline run takes "
+            "minutes; `python -m bench --quick --only whole_run --run-rows 30000` smoke-tests it).",
+        ]
+    if plots:
+        lines += ["", "## Plots", ""]
+        lines += [
+            f"![{name}]({Path(os.path.relpath(path, base)).as_posix()})"
+            for name, path in plots.items()
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    etl = results.get("etl", {}).get("results", [])
+    if etl:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        names = ("nvtabular", "floor", "pandas")
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            ax.bar(
+                [j + i * width for j in range(len(etl))],
+                [r["rows_per_s"][name] for r in etl],
+                width,
+                label=name,
+            )
+        ax.set_xticks([j + width for j in range(len(etl))], [f"{r['log_rows']:,}" for r in etl])
+        ax.set_yscale("log")
+        ax.set_xlabel("log rows")
+        ax.set_ylabel("train rows/s (log scale)")
+        ax.set_title("ETL fit + transform")
+        ax.legend()
+        paths["etl"] = out_dir / "etl.png"
+        fig.tight_layout()
+        fig.savefig(paths["etl"], dpi=100)
+        plt.close(fig)
+    training = results.get("training", {}).get("results", [])
+    if training:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        batches = [r["batch_size"] for r in training]
+        for name in ("dataloader", "in_memory"):
+            ax.plot(batches, [r["examples_per_s"][name] for r in training], "o-", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("examples/s")
+        ax.set_title("Training: Merlin dataloader vs in-memory tensors")
+        ax.legend()
+        paths["training"] = out_dir / "training.png"
+        fig.tight_layout()
+        fig.savefig(paths["training"], dpi=100)
+        plt.close(fig)
+    serving = results.get("serving", {}).get("triton", [])
+    if serving:
+        fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4))
+        for concurrency in sorted({r["concurrency"] for r in serving}):
+            cells = [r for r in serving if r["concurrency"] == concurrency]
+            batches = [r["batch"] for r in cells]
+            lat.plot(batches, [r["p50_ms"] for r in cells], "o-", label=f"p50, conc {concurrency}")
+            lat.plot(batches, [r["p99_ms"] for r in cells], "x--", label=f"p99, conc {concurrency}")
+            thr.plot(batches, [r["rows_per_s"] for r in cells], "o-", label=f"conc {concurrency}")
+        floor = results["serving"]["in_process"]
+        lat.plot(
+            [r["batch"] for r in floor], [r["p50_ms"] for r in floor], "k:", label="in-process p50"
+        )
+        for ax in (lat, thr):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("batch size")
+            ax.legend(fontsize=7)
+        lat.set_yscale("log")
+        lat.set_ylabel("latency ms")
+        thr.set_ylabel("rows/s")
+        lat.set_title("Triton gRPC latency")
+        thr.set_title("Triton gRPC throughput")
+        paths["serving"] = out_dir / "serving.png"
+        fig.tight_layout()
+        fig.savefig(paths["serving"], dpi=100)
+        plt.close(fig)
+    runs = [r for r in results.get("whole_run", {}).get("runs", []) if r["name"] != "default"]
+    if runs:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        rows = [r["rows"] for r in runs]
+        ax.plot(rows, [r["total_s"] for r in runs], "o-", label="rankflow run total")
+        linear = [runs[0]["total_s"] * n / rows[0] for n in rows]
+        ax.plot(rows, linear, "k:", label="linear from the smallest run")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("synthetic rows")
+        ax.set_ylabel("wall seconds")
+        ax.set_title("Whole run scaling")
+        ax.legend()
+        paths["whole_run"] = out_dir / "whole_run.png"
+        fig.tight_layout()
+        fig.savefig(paths["whole_run"], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+def write_report(
+    results: dict[str, Any],
+    *,
+    quick: bool,
+    started: datetime,
+    wall_s: float,
+    out: Path,
+    markdown: Path,
+    plots_dir: Path,
+) -> dict[str, Any]:
+    payload = {
+        "machine": machine_info(quick=quick, started=started, wall_s=wall_s),
+        "targets": targets(results),
+        "results": results,
+    }
+    payload["machine"]["loadavg_start"] = results.get("loadavg_start")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    paths = plot(results, plots_dir)
+    markdown.write_text(render_markdown(payload, paths, markdown.resolve().parent))
+    logger.info("wrote %s, %s and %d plot(s)", out, markdown, len(paths))
+    return payload
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
