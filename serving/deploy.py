@@ -2,8 +2,9 @@
 
 Triton runs in explicit model-control mode. A deploy publishes version N, pins the store's
 configs to N and asks every serving replica to (re)load the endpoint: Triton keeps the old
-version answering until N is ready, then retires it, so clients see no failed request. If any
-replica can't load N, the store is pinned back and every replica reloads the previous version.
+version answering until N is ready, then retires it, so clients see no failed request. If a
+replica can't load N, it keeps serving the previous version; the store is pinned back and the
+replicas that had already switched reload the previous version.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import logging
 import os
 import socket
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -212,22 +212,3 @@ def rollback(endpoint: str, *, config: DeployConfig) -> DeployResult:
     except StoreError as err:
         raise DeployError(str(err)) from err
     return _switch(store, endpoint, version, action="rollback", config=config)
-
-
-def wait_version(http_url: str, endpoint: str, version: int, timeout_s: float = 60.0) -> None:
-    """Block until ``endpoint`` ``version`` is ready on ``http_url`` (start-up of a server)."""
-    import tritonclient.http as http
-
-    deadline = time.monotonic() + timeout_s
-    client = http.InferenceServerClient(http_url, connection_timeout=2.0)
-    try:
-        while time.monotonic() < deadline:
-            try:
-                if client.is_model_ready(endpoint, str(version)):
-                    return
-            except Exception:  # server still starting
-                pass
-            time.sleep(0.25)
-    finally:
-        client.close()
-    raise DeployError(f"{endpoint} version {version} not ready on {http_url} after {timeout_s}s")
