@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import triton_python_backend_utils as pb_utils
 
 from serving.scorer import RankerScorer
@@ -36,13 +35,13 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             try:
-                frame = pd.DataFrame(
-                    {
-                        name: _column(pb_utils.get_input_tensor_by_name(request, name).as_numpy())
-                        for name in self.scorer.input_dtypes
-                    }
-                )
-                scores = self.scorer.score(frame)
+                columns = {}
+                for name in self.scorer.input_dtypes:
+                    tensor = pb_utils.get_input_tensor_by_name(request, name)
+                    if tensor is None:
+                        raise ValueError(f"missing input '{name}'")
+                    columns[name] = _column(tensor.as_numpy())
+                scores = self.scorer.score_columns(columns)
                 outputs = [pb_utils.Tensor(t, scores[t].reshape(-1, 1)) for t in self.tasks]
                 responses.append(pb_utils.InferenceResponse(outputs))
             except Exception as err:  # one bad request must not take the model down

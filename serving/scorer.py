@@ -9,9 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from serving.transform import CompiledWorkflow
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,14 @@ class RankerScorer:
         self.input_dtypes: dict[str, np.dtype] = {
             column.name: np.dtype(column.dtype.to_numpy) for column in self.workflow.input_schema
         }
+        from serving.transform import NotCompilable, compile_workflow
+
+        try:
+            self.compiled: CompiledWorkflow | None = compile_workflow(self.workflow)
+        except NotCompilable as err:
+            # Still correct, just ~100 ms per request slower: NVTabular's own transform.
+            logger.warning("serving through NVTabular's transform: %s", err)
+            self.compiled = None
         # Trace the model and touch every transform now, so the first real request (and, in
         # Triton, the first request after a rollout) doesn't pay seconds of tracing; two batch
         # sizes make reduce_retracing settle on one batch-polymorphic trace.
@@ -68,15 +80,37 @@ class RankerScorer:
 
     def score(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """Per-task probabilities (float32, one per row) for raw feature rows."""
+        self.check(frame)
+        return self.score_columns({c: frame[c].to_numpy() for c in self.input_dtypes})
+
+    def score_columns(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """:meth:`score` for one array per input column (what Triton hands the model)."""
         import tensorflow as tf
 
-        self.check(frame)
-        raw = pd.DataFrame(
-            {c: frame[c].astype(dtype, copy=False) for c, dtype in self.input_dtypes.items()}
-        )
-        transformed = self.workflow.transform(raw)
-        inputs = {c: tf.constant(transformed[c].to_numpy()) for c in transformed.columns}
-        outputs = self._predict(inputs)
+        missing = [c for c in self.input_dtypes if c not in columns]
+        if missing:
+            raise ScoringError(f"missing input column(s) {missing}")
+        lengths = {len(np.asarray(columns[c]).reshape(-1)) for c in self.input_dtypes}
+        if len(lengths) != 1:
+            raise ScoringError(f"input columns have different row counts {sorted(lengths)}")
+        if lengths == {0}:
+            raise ScoringError("no rows to score")
+        raw = {}
+        for name, dtype in self.input_dtypes.items():
+            values = np.asarray(columns[name]).reshape(-1)
+            if dtype.kind in "iu" and values.dtype.kind == "f" and not np.isfinite(values).all():
+                # numpy would turn NaN into an arbitrary integer id without a word.
+                raise ScoringError(f"input '{name}' has NaN/Inf values but is an integer column")
+            try:
+                raw[name] = values.astype(dtype, copy=False)
+            except (TypeError, ValueError) as err:
+                raise ScoringError(f"input '{name}' can't be read as {dtype}: {err}") from err
+        if self.compiled is not None:
+            transformed = self.compiled.transform(raw)
+        else:
+            frame = self.workflow.transform(pd.DataFrame(raw))
+            transformed = {c: frame[c].to_numpy() for c in frame.columns}
+        outputs = self._predict({c: tf.constant(v) for c, v in transformed.items()})
         if not isinstance(outputs, Mapping):
             outputs = {self.tasks[0]: outputs}
         return {
