@@ -7,7 +7,9 @@ Triton binary through ``TritonServer``. For every batch size the same raw test r
 * ``in_process``: ``RankerScorer.score`` in this process (the floor: same transform, same model,
   no RPC, no serialisation);
 * ``triton``: ``RankflowClient.score`` over gRPC at each concurrency, one thread and one gRPC
-  client per concurrent caller, all released together by a barrier.
+  client per concurrent caller, all released together by a barrier;
+* ``perf_analyzer``: Triton's C++ load generator on the same rows, batch and concurrency, which
+  also splits each request into Triton's server-side queue / compute input / infer / output.
 
 Per (batch, concurrency): p50/p99 latency (ms) over the timed requests after warm-up, rows/s =
 rows scored / wall time of the timed phase. At concurrency 1 the in-process and Triton requests
@@ -147,6 +149,19 @@ def bench_serving(
     ]
     pool = pool.reset_index(drop=True)
 
+    from bench import perf_analyzer
+
+    try:
+        perf_analyzer.binary()
+        perf_data = perf_analyzer.write_input_data(
+            {c: pool[c].to_numpy() for c in scorer.input_dtypes},
+            workspace.root / "perf-input.json",
+        )
+        perf_error = None
+    except perf_analyzer.PerfAnalyzerUnavailable as err:
+        perf_data, perf_error = None, str(err)
+        logger.warning("perf_analyzer not used: %s", err)
+
     results = []
     config = TritonConfig(repository, models=(MODEL_NAME,), ready_timeout_s=600)
     with TritonServer(config) as server:
@@ -178,6 +193,16 @@ def bench_serving(
                     )
                 row = {"batch": batch, "concurrency": concurrency, **triton}
                 row["correct"] = row["max_abs_diff"] <= TOLERANCE
+                if perf_data is not None:
+                    row["perf_analyzer"] = perf_analyzer.measure(
+                        grpc_url=server.grpc_url,
+                        model=MODEL_NAME,
+                        input_data=perf_data,
+                        batch=batch,
+                        concurrency=concurrency,
+                        requests=requests,
+                        scratch=workspace.root,
+                    )
                 results.append(row)
                 logger.info(
                     "serving batch %d x%d: p50 %.2f ms p99 %.2f ms %.0f rows/s",
@@ -197,6 +222,7 @@ def bench_serving(
     return {
         "rows": rows,
         "client": "python tritonclient.grpc (RankflowClient), one client per thread",
+        "perf_analyzer": perf_error or "perf_analyzer 2.51 (C++ gRPC client), count windows",
         "requests_per_cell": requests,
         "warmup_per_client": warmup,
         "in_process": [{"batch": b, **v} for b, v in sorted(in_process.items())],

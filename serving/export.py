@@ -58,6 +58,7 @@ class ExportConfig:
     version: int = 1
     max_batch_size: int = 1024
     instances: int = 1
+    max_queue_delay_us: int = 0
 
 
 def _config_pbtxt(config: ExportConfig, inputs: dict[str, np.dtype], tasks: tuple[str, ...]) -> str:
@@ -72,6 +73,11 @@ def _config_pbtxt(config: ExportConfig, inputs: dict[str, np.dtype], tasks: tupl
     ]
     lines += [f'output {{ name: "{task}" data_type: TYPE_FP32 dims: [ 1 ] }}' for task in tasks]
     lines.append(f"instance_group [ {{ kind: KIND_CPU count: {config.instances} }} ]")
+    # Requests that queue while the model is busy reach it together and are scored in one call;
+    # no delay is added to wait for more.
+    lines.append(
+        f"dynamic_batching {{ max_queue_delay_microseconds: {config.max_queue_delay_us} }}"
+    )
     return "\n".join(lines) + "\n"
 
 

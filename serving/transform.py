@@ -128,7 +128,8 @@ def _hash_bucket(op: Any, column: str, parent: ColumnFn) -> ColumnFn:
     out_dtype = np.dtype(op.output_dtype)
 
     def bucket(raw: Columns) -> np.ndarray:
-        # NVTabular hashes a pandas Series with its RangeIndex; so does this.
+        # NVTabular hashes a pandas Series together with its RangeIndex, so a value's bucket
+        # depends on its row position; reproduced as is (and requests are then not merged).
         return (hash_series(pd.Series(parent(raw))) % buckets).astype(out_dtype)
 
     return bucket
@@ -202,10 +203,14 @@ def _compile_node(node: Any, memo: dict[int, dict[str, ColumnFn]]) -> dict[str, 
 class CompiledWorkflow:
     """Maps raw feature arrays (one per input column) to the workflow's output arrays."""
 
-    def __init__(self, functions: dict[str, ColumnFn], inputs: tuple[str, ...]) -> None:
+    def __init__(
+        self, functions: dict[str, ColumnFn], inputs: tuple[str, ...], *, rows_independent: bool
+    ) -> None:
         self._functions = functions
         self.inputs = inputs
         self.outputs = tuple(functions)
+        #: False when an output depends on a row's position in the batch (HashBucket on CPU).
+        self.rows_independent = rows_independent
 
     def transform(self, columns: Columns) -> dict[str, np.ndarray]:
         return {name: fn(columns) for name, fn in self._functions.items()}
@@ -246,7 +251,7 @@ def _probe_rows(workflow: nvt.Workflow, dtypes: Mapping[str, np.dtype]) -> pd.Da
 
 def compile_workflow(workflow: nvt.Workflow) -> CompiledWorkflow:
     """Compile a fitted workflow, checked against ``workflow.transform`` on probe rows."""
-    from merlin.dag.node import iter_nodes  # noqa: F401  (fails early if merlin is absent)
+    from merlin.dag.node import iter_nodes
 
     dtypes = {c.name: np.dtype(c.dtype.to_numpy) for c in workflow.input_schema}
     functions = _compile_node(workflow.output_node, {})
@@ -254,7 +259,12 @@ def compile_workflow(workflow: nvt.Workflow) -> CompiledWorkflow:
     missing = [c for c in names if c not in functions]
     if missing:
         raise NotCompilable(f"workflow outputs {missing} were not compiled")
-    compiled = CompiledWorkflow({c: functions[c] for c in names}, tuple(dtypes))
+    hashed = any(
+        type(node.op).__name__ == "HashBucket" for node in iter_nodes([workflow.output_node])
+    )
+    compiled = CompiledWorkflow(
+        {c: functions[c] for c in names}, tuple(dtypes), rows_independent=not hashed
+    )
 
     probe = _probe_rows(workflow, dtypes)
     # The whole probe takes the large-batch lookups; its ends (unseen values and nulls sit at the
