@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from serving.transform import CompiledWorkflow
+    from components.features.compiled import CompiledWorkflow
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class RankerScorer:
         self.input_dtypes: dict[str, np.dtype] = {
             column.name: np.dtype(column.dtype.to_numpy) for column in self.workflow.input_schema
         }
-        from serving.transform import NotCompilable, compile_workflow
+        from components.features.compiled import NotCompilable, compile_workflow
 
         try:
             self.compiled: CompiledWorkflow | None = compile_workflow(self.workflow)

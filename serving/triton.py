@@ -170,7 +170,9 @@ class TritonServer:
         command += [f"--load-model={name}" for name in self.config.models]
         return command
 
-    def start(self) -> TritonServer:
+    def start(self, *, wait: bool = True) -> TritonServer:
+        """Launch the server; with ``wait=False`` return at once (call :meth:`wait_ready` later, and
+        :meth:`stop` in any case) so the caller can work while Triton loads its models."""
         if self._process is not None:
             raise TritonError("this Triton server is already running")
         if not Path(self.config.model_repository).is_dir():
@@ -188,11 +190,12 @@ class TritonServer:
                 env=_environment(),
                 start_new_session=True,
             )
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+        if wait:
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def _is_ready(self) -> bool:

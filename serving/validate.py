@@ -57,35 +57,40 @@ def infra_validate(
     rows = rows.head(config.rows).reset_index(drop=True)
     if rows.empty:
         raise ValueError("infra-validation needs at least one held-out row")
-    offline = RankerScorer(workflow_dir, model_dir, targets=spec.target_columns).score(rows)
     server = TritonServer(
         TritonConfig(repository, models=(model_name,), ready_timeout_s=config.ready_timeout_s)
     )
     try:
-        with server:
-            client = RankflowClient(
-                ClientConfig(
-                    url=server.grpc_url,
-                    model_name=model_name,
-                    timeout_s=config.request_timeout_s,
-                )
+        # Triton's python stub spends seconds importing TensorFlow and NVTabular and loading the
+        # model: score the reference rows in this process meanwhile.
+        server.start(wait=False)
+        offline = RankerScorer(workflow_dir, model_dir, targets=spec.target_columns).score(rows)
+        server.wait_ready()
+        client = RankflowClient(
+            ClientConfig(
+                url=server.grpc_url,
+                model_name=model_name,
+                timeout_s=config.request_timeout_s,
             )
-            parts = [
-                client.score(rows.iloc[i : i + config.batch_size])
-                for i in range(0, len(rows), config.batch_size)
-            ]
-            online = {t: np.concatenate([p[t] for p in parts]) for t in offline}
-            batch = rows.head(config.batch_size)
-            client.score(batch)  # warm-up outside the timed loop
-            timings = []
-            for _ in range(config.latency_requests):
-                began = time.perf_counter()
-                client.score(batch)
-                timings.append((time.perf_counter() - began) * 1000.0)
-            client.close()
+        )
+        parts = [
+            client.score(rows.iloc[i : i + config.batch_size])
+            for i in range(0, len(rows), config.batch_size)
+        ]
+        online = {t: np.concatenate([p[t] for p in parts]) for t in offline}
+        batch = rows.head(config.batch_size)
+        client.score(batch)  # warm-up outside the timed loop
+        timings = []
+        for _ in range(config.latency_requests):
+            began = time.perf_counter()
+            client.score(batch)
+            timings.append((time.perf_counter() - began) * 1000.0)
+        client.close()
     except (TritonError, ClientError) as err:
         logger.warning("infra-validation failed: %s", err)
         return InfraReport(blessed=False, rows=len(rows), reasons=[f"serving failed: {err}"])
+    finally:
+        server.stop()
     skew = {t: float(np.abs(online[t] - offline[t]).max()) for t in offline}
     reasons = [
         f"{task}: online/offline max |diff| {value:.2e} > {config.tolerance:.0e}"

@@ -22,21 +22,33 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+TRANSFORMS = ("auto", "nvtabular")
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
     """Execution options of the feature step.
 
     ``dask_workers`` > 1 runs fit and transform on a local Dask cluster of that many workers;
-    ``part_size`` bounds the memory of each partition.
+    ``part_size`` bounds the memory of each partition. ``transform`` picks how the splits are
+    transformed after NVTabular fits: "auto" uses the compiled workflow (numpy lookups equal to
+    NVTabular's output, see ``compiled.py``) on the CPU when it applies, NVTabular otherwise;
+    "nvtabular" always uses NVTabular's own transform.
     """
 
     dask_workers: int = 1
     part_size: str = "64MB"
+    transform: str = "auto"
+    #: Rows per batch of the compiled transform (bounds its memory).
+    batch_rows: int = 1 << 20
 
     def __post_init__(self) -> None:
         if self.dask_workers < 1:
             raise ValueError(f"dask_workers must be >= 1, got {self.dask_workers}")
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
+        if self.batch_rows < 1:
+            raise ValueError(f"batch_rows must be >= 1, got {self.batch_rows}")
 
 
 def gpu_available() -> bool:
@@ -156,11 +168,15 @@ def run_feature_engineering(
         workflow = build_workflow(spec, categories_dir=categories_dir)
         # The workflow selects its own columns: timestamps and true probabilities never enter it.
         workflow.fit(Dataset(str(splits["train"]), **engine_kwargs))
+        compiled = _compiled_for_transform(workflow, cpu=cpu, config=config)
         for name, source in splits.items():
             with atomic_dir(outputs[name]) as scratch:
-                transformed = workflow.transform(Dataset(str(source), **engine_kwargs))
-                # No shuffle: evaluation aligns processed rows with the raw split row by row.
-                transformed.to_parquet(str(scratch), shuffle=None, output_files=1)
+                if compiled is not None:
+                    _transform_compiled(compiled, workflow, Path(source), scratch, config)
+                else:
+                    transformed = workflow.transform(Dataset(str(source), **engine_kwargs))
+                    # No shuffle: evaluation aligns processed rows with the raw split row by row.
+                    transformed.to_parquet(str(scratch), shuffle=None, output_files=1)
         with atomic_dir(workflow_dir) as scratch:
             workflow.save(str(scratch))
     schema = workflow.output_schema
@@ -170,3 +186,64 @@ def run_feature_engineering(
         if domain is not None and column.name in spec.categorical_columns:
             cardinalities[column.name] = int(domain.max) + 1
     return cardinalities
+
+
+def _compiled_for_transform(workflow: nvt.Workflow, *, cpu: bool, config: FeatureConfig):
+    """The compiled workflow when it may transform the splits, else None (NVTabular does).
+
+    On the GPU cudf is the fast path; on the CPU NVTabular runs pandas merges per partition and
+    the compiled lookups produce the same output several times faster. A workflow whose outputs
+    depend on row position (HashBucket hashes the row index too) stays with NVTabular, whose
+    partitioning defines those positions.
+    """
+    from components.features.compiled import NotCompilable, compile_workflow
+
+    if config.transform == "nvtabular" or not cpu or config.dask_workers > 1:
+        return None
+    try:
+        compiled = compile_workflow(workflow)
+    except NotCompilable as err:
+        logger.info("transforming with NVTabular: %s", err)
+        return None
+    return compiled if compiled.rows_independent else None
+
+
+def _transform_compiled(compiled, workflow: nvt.Workflow, source: Path, out: Path, config) -> int:
+    """Transform the parquet at ``source`` into ``out``: one ``part_0.parquet`` in input row
+    order plus the Merlin schema files ``Dataset.to_parquet`` writes. Returns the row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
+
+    files = sorted(source.glob("*.parquet")) if source.is_dir() else [source]
+    if not files:
+        raise FileNotFoundError(f"no parquet files in {source}")
+    names = workflow.output_schema.column_names
+    out.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    writer = None
+    try:
+        for path in files:
+            reader = pq.ParquetFile(path)
+            for batch in reader.iter_batches(
+                batch_size=config.batch_rows, columns=list(compiled.inputs)
+            ):
+                # Through pandas, as NVTabular reads: same null and dtype conventions.
+                frame = batch.to_pandas()
+                columns = compiled.transform({c: frame[c].to_numpy() for c in compiled.inputs})
+                table = pa.table({c: columns[c] for c in names})
+                if writer is None:
+                    writer = pq.ParquetWriter(out / "part_0.parquet", table.schema)
+                writer.write_table(table)
+                rows += len(frame)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise ValueError(f"{source} has no rows to transform")
+    metadata = TensorflowMetadata.from_merlin_schema(workflow.output_schema)
+    metadata.to_proto_text_file(str(out))
+    (out / ".merlin").mkdir(exist_ok=True)
+    metadata.to_json_file(str(out / ".merlin"))
+    logger.info("transformed %d rows of %s (compiled workflow)", rows, source)
+    return rows

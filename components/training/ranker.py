@@ -39,10 +39,10 @@ class RankerConfig:
     gate_mlp: tuple[int, ...] = (16,)
     ple_layers: int = 2
     dropout: float = 0.1
-    batch_size: int = 1024
+    batch_size: int = 2048
     epochs: int = 1
     patience: int = 1
-    learning_rate: float = 5e-3
+    learning_rate: float = 1e-2
     seed: int = 7
 
     def __post_init__(self) -> None:
