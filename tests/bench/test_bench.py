@@ -109,7 +109,7 @@ def test_report_states_the_run_and_the_targets(tmp_path) -> None:
     goals = {g["target"]: g["met"] for g in targets(results)}
     assert goals["make run <= 3 min"] is False
     assert goals["feature step <= 3x parquet I/O floor (1,000-row log)"] is False
-    assert goals["Triton p99 <= 5 ms (batch 64, concurrency 1)"] is True
+    assert goals["Triton p99 <= 5 ms (batch 64, concurrency 1, python client)"] is True
     assert goals["Triton p50 <= 1.3x in-process (batch 512)"] is None
     payload = write_report(
         results,
