@@ -93,11 +93,20 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "x",
         )
     serving = results.get("serving", {}).get("triton", [])
+
+    def judged(cell: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str]:
+        # perf_analyzer's C++ client adds the least of its own to the latency, so it judges the
+        # serving targets when it ran; the python client's figures stay in the tables.
+        if cell and cell.get("perf_analyzer"):
+            return cell["perf_analyzer"], "perf_analyzer"
+        return cell, "python client"
+
     cell = next((r for r in serving if r["batch"] == SERVING_BATCH and r["concurrency"] == 1), None)
-    ratio = cell.get("x_in_process_p50") if cell else None
+    measured, client = judged(cell)
+    ratio = measured.get("x_in_process_p50") if measured else None
     add(
         "serving",
-        f"Triton p50 <= {SERVING_RATIO_MAX:g}x in-process (batch {SERVING_BATCH})",
+        f"Triton p50 <= {SERVING_RATIO_MAX:g}x in-process (batch {SERVING_BATCH}, {client})",
         ratio,
         None if ratio is None else ratio <= SERVING_RATIO_MAX,
         "x",
@@ -105,10 +114,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     cell = next(
         (r for r in serving if r["batch"] == SERVING_P99_BATCH and r["concurrency"] == 1), None
     )
-    # perf_analyzer's C++ client adds the least of its own to the latency, so it judges p99.
-    measured = (cell.get("perf_analyzer") or cell) if cell else None
+    measured, client = judged(cell)
     p99 = measured["p99_ms"] if measured else None
-    client = "perf_analyzer" if cell and cell.get("perf_analyzer") else "python client"
     add(
         "serving",
         f"Triton p99 <= {SERVING_P99_MAX_MS:g} ms (batch {SERVING_P99_BATCH}, concurrency 1, "
@@ -117,7 +124,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         None if p99 is None else p99 <= SERVING_P99_MAX_MS,
         "ms",
     )
-    run_s = results.get("whole_run", {}).get("total_s")
+    run_s = results.get("whole_run", {}).get("wall_s")
     add(
         "whole run",
         f"make run <= {RUN_MAX_S / 60:g} min",
@@ -316,6 +323,7 @@ def render_markdown(payload: dict[str, Any], plots: dict[str, Path], base: Path 
                     "p50 ms",
                     "p99 ms",
                     "rows/s",
+                    "× in-process p50",
                     "server queue",
                     "compute input",
                     "compute infer",
@@ -329,6 +337,7 @@ def render_markdown(payload: dict[str, Any], plots: dict[str, Path], base: Path 
                         _num(p["p50_ms"]),
                         _num(p["p99_ms"]),
                         _num(p["rows_per_s"]),
+                        _num(p.get("x_in_process_p50")),
                         _num(p["server_ms"]["queue"]),
                         _num(p["server_ms"]["compute_input"]),
                         _num(p["server_ms"]["compute_infer"]),
@@ -345,8 +354,9 @@ def render_markdown(payload: dict[str, Any], plots: dict[str, Path], base: Path 
         steps = list(dict.fromkeys(k for r in whole["runs"] for k in r["steps_s"]))
         lines += [
             "The real CLI in a subprocess (temporary run directory and model store), per-step wall "
-            "time from the run's own `summary.json`, peak RSS of its largest process from "
-            "`/usr/bin/time`. `default` is the pipeline's default settings (target: ≤ "
+            "time from the run's own `summary.json` (wall: the whole CLI, process start-ups and "
+            "pipeline compile included; the target judges it), peak RSS of its largest process "
+            "from `/usr/bin/time`. `default` is the pipeline's default settings (target: ≤ "
             f'{RUN_MAX_S / 60:g} min); the others vary `synthetic_rows` only. "cost/row" is '
             "seconds per row relative to the smallest scaling run: 1.0 throughout means linear.",
             "",
@@ -355,7 +365,8 @@ def render_markdown(payload: dict[str, Any], plots: dict[str, Path], base: Path 
             [
                 "run",
                 "rows",
-                "total s",
+                "wall s",
+                "steps total s",
                 *[f"{s} s" for s in steps],
                 "peak RSS MB",
                 "s per 1M rows",
@@ -365,6 +376,7 @@ def render_markdown(payload: dict[str, Any], plots: dict[str, Path], base: Path 
                 [
                     r["name"],
                     f"{r['rows']:,}",
+                    _num(r["wall_s"], 1),
                     _num(r["total_s"], 1),
                     *[_num(r["steps_s"].get(s), 1) for s in steps],
                     _num(r["peak_rss_mb"], 0),

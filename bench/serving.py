@@ -219,6 +219,10 @@ def bench_serving(
         floor = in_process.get(row["batch"])
         if floor:
             row["x_in_process_p50"] = row["p50_ms"] / floor["p50_ms"]
+            if row.get("perf_analyzer"):
+                row["perf_analyzer"]["x_in_process_p50"] = (
+                    row["perf_analyzer"]["p50_ms"] / floor["p50_ms"]
+                )
     return {
         "rows": rows,
         "client": "python tritonclient.grpc (RankflowClient), one client per thread",
