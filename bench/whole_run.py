@@ -39,7 +39,7 @@ def _run(workspace: Workspace, name: str, overrides: list[str]) -> dict[str, Any
         "--run-dir",
         str(run_dir),
         "--set",
-        f"model_store={json.dumps(str(store))}",
+        f"model_store={store}",
     ]
     for override in overrides:
         command += ["--set", override]
