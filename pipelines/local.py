@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '?([\w-]+)'?")
 _FINISHED = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
+_CACHED = re.compile(r"Task '?([\w-]+)'? cache hit")
 
 
 @dataclass
@@ -43,6 +44,11 @@ class StepTimer:
             if match := _STARTED.search(line):
                 self.started[match.group(1)] = time.monotonic()
                 self.progress.set_postfix_str(match.group(1))
+            elif match := _CACHED.search(line):
+                # Reused from an earlier run (``rankflow run --resume``): done, in no time.
+                self.seconds[match.group(1)] = 0.0
+                self.statuses[match.group(1)] = "CACHED"
+                self.progress.update(1)
             elif match := _FINISHED.search(line):
                 name, status = match.groups()
                 self.seconds[name] = round(
@@ -80,18 +86,22 @@ def run_local(
     *,
     run_dir: Path,
     arguments: Mapping[str, Any],
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run the pipeline under kfp.local into ``run_dir``; write and return ``summary.json``.
 
     The run directory also gets the IR YAML compiled from the same code, the full log and the
-    evaluation report.
+    evaluation report. ``resume``: keep the previous run in ``run_dir`` and reuse every step
+    that completed with the same code and inputs (kfp.local's cache), so a run that failed or
+    was killed part-way restarts at the step it lost.
     """
     from kfp import local
     from tqdm.auto import tqdm
 
     from pipelines.compile import compile_pipeline
     from pipelines.plots import plot_evaluation
-    from pipelines.ranking import STEPS, ranking_pipeline
+    from pipelines.profile import ClusterProfile, without_retries
+    from pipelines.ranking import STEPS, build_pipeline
     from serving.deploy import DeployConfig
 
     # Locally, deploy into the local store (absolute: each task runs in its own process) and
@@ -103,12 +113,18 @@ def run_local(
         "serving_flavour": "cpu",
         **arguments,
     }
-    if run_dir.exists():
+    if run_dir.exists() and not resume:
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").unlink(missing_ok=True)
     pipeline_yaml = compile_pipeline(run_dir / "pipeline.yaml")
     pipeline_root = run_dir / "artifacts"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        enable_caching=True,
+        cache_root=str(run_dir / "cache"),
+    )
     log_path = run_dir / "pipeline.log"
     began = time.monotonic()
     with (
@@ -121,24 +137,46 @@ def run_local(
                 # kfp.local warns that the image is not used: by design, this venv is the image.
                 warnings.filterwarnings("ignore", message="You may be attemping to run a task")
                 warnings.filterwarnings("ignore", message=".*have no effect in the current local")
-                report = ranking_pipeline(**arguments).output
+                pipeline = build_pipeline(without_retries(ClusterProfile()))
+                report = pipeline(**arguments).output
         except Exception as err:
-            failed = [s for s, status in timer.statuses.items() if status != "SUCCESS"]
+            failed = [s for s, status in timer.statuses.items() if status == "FAILURE"]
             raise RuntimeError(
                 f"local pipeline run failed at {failed or 'start-up'}; full log: {log_path}"
             ) from err
     total = round(time.monotonic() - began, 2)
-    tasks_dir = Path(report.path).parents[1]
-    evaluation = json.loads((tasks_dir / "evaluate-ranker" / "evaluation").read_text())
-    summary = summarize(tasks_dir, evaluation, arguments, timer.seconds, total, pipeline_yaml)
+    tasks = TaskOutputs(pipeline_root)
+    evaluation = json.loads((tasks.dir("evaluate-ranker") / "evaluation").read_text())
+    summary = summarize(tasks, evaluation, arguments, timer.seconds, total, pipeline_yaml)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     shutil.copyfile(report.path, run_dir / "report.md")
     plot_evaluation(evaluation, run_dir / "evaluation.png")
     return summary
 
 
+@dataclass(frozen=True)
+class TaskOutputs:
+    """Where each task's outputs are: kfp.local writes a directory per pipeline run, and a
+    resumed run's cached steps point into the earlier run's directory."""
+
+    pipeline_root: Path
+
+    def dir(self, task: str) -> Path:
+        found = [p for p in self.pipeline_root.glob(f"*/{task}") if p.is_dir()]
+        if not found:
+            raise FileNotFoundError(f"no outputs of step '{task}' under {self.pipeline_root}")
+        return max(found, key=lambda p: p.stat().st_mtime)
+
+    def file(self, task: str, output: str) -> Path | None:
+        try:
+            path = self.dir(task) / output
+        except FileNotFoundError:
+            return None
+        return path if path.exists() else None
+
+
 def summarize(
-    tasks_dir: Path,
+    tasks: TaskOutputs,
     evaluation: Mapping[str, Any],
     arguments: Mapping[str, Any],
     seconds: Mapping[str, float],
@@ -150,15 +188,18 @@ def summarize(
 
     from pipelines.ranking import ranking_pipeline
 
-    data = tasks_dir / "prepare-data"
+    data = tasks.dir("prepare-data")
     rows = {
         f"{split}_rows": pq.ParquetDataset(str(data / f"{split}_data")).read(columns=[]).num_rows
         for split in ("train", "valid", "test")
     }
-    infra = json.loads((tasks_dir / "validate-on-triton" / "infra_report").read_text())
+    infra = json.loads((tasks.dir("validate-on-triton") / "infra_report").read_text())
     defaults = {name: spec.default for name, spec in ranking_pipeline.component_spec.inputs.items()}
-    deployment_file = tasks_dir / "deploy-model" / "deployment"
-    deployment = json.loads(deployment_file.read_text()) if deployment_file.is_file() else None
+    # Only a deploy of this run (executed or reused): an earlier run's may lie beside it.
+    deployment_file = (
+        tasks.file("deploy-model", "deployment") if "deploy-model" in seconds else None
+    )
+    deployment = json.loads(deployment_file.read_text()) if deployment_file else None
     grpc_url = deployment and deployment["grpc_url"]
     return {
         "dataset": rows,
@@ -186,7 +227,7 @@ def summarize(
         },
         "timings_s": {**dict(seconds), "total": total_seconds},
         "pipeline_yaml": str(pipeline_yaml),
-        "artifacts": str(tasks_dir),
+        "artifacts": str(tasks.dir("evaluate-ranker").parent),
     }
 
 

@@ -5,7 +5,7 @@ kfp.local ignores all of it, so the same DAG runs here on the CPU and on a clust
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from kfp import dsl, kubernetes
 
@@ -17,6 +17,14 @@ class StepResources:
     cpu: str
     memory: str
     gpu: bool = False
+    #: Retries of a failed attempt, with exponential backoff (RETRY_BACKOFF, doubling). Only
+    #: for steps whose failures are often transient (a Triton that fails to come up on a busy
+    #: node, a replica restarting during a deploy); bad data fails the same way every time.
+    retries: int = 0
+
+
+RETRY_BACKOFF = "30s"
+RETRY_BACKOFF_MAX = "300s"
 
 
 @dataclass(frozen=True)
@@ -30,9 +38,9 @@ class ClusterProfile:
     training: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True)
     evaluation: StepResources = StepResources(cpu="2", memory="8Gi")
     export: StepResources = StepResources(cpu="1", memory="4Gi")
-    validation: StepResources = StepResources(cpu="2", memory="8Gi")
+    validation: StepResources = StepResources(cpu="2", memory="8Gi", retries=2)
     gate: StepResources = StepResources(cpu="100m", memory="256Mi")
-    deploy: StepResources = StepResources(cpu="1", memory="2Gi")
+    deploy: StepResources = StepResources(cpu="1", memory="2Gi", retries=3)
     gpu_product: str | None = None
     data_pvc: str | None = None
     data_mount: str = "/data"
@@ -47,9 +55,27 @@ class ClusterProfile:
     serving_flavour: str = "gpu"
 
 
+def without_retries(profile: ClusterProfile) -> ClusterProfile:
+    """``profile`` with every step failing at its first error: kfp.local honours retry policies,
+    and locally a failure is a bug to read now, not a node to wait out."""
+    steps = {
+        f.name: replace(getattr(profile, f.name), retries=0)
+        for f in fields(profile)
+        if isinstance(getattr(profile, f.name), StepResources)
+    }
+    return replace(profile, **steps)
+
+
 def _apply(task: dsl.PipelineTask, resources: StepResources, profile: ClusterProfile) -> None:
     task.set_cpu_request(resources.cpu).set_memory_request(resources.memory)
     task.set_memory_limit(resources.memory)
+    if resources.retries:
+        task.set_retry(
+            num_retries=resources.retries,
+            backoff_duration=RETRY_BACKOFF,
+            backoff_factor=2.0,
+            backoff_max_duration=RETRY_BACKOFF_MAX,
+        )
     if resources.gpu:
         task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
         # GPU node pools are usually tainted; tolerate the taint the NVIDIA operator documents.

@@ -62,6 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the pipeline locally with kfp.local")
     run.add_argument("--run-dir", type=Path, default=Path("runs/latest"))
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the steps of the previous run in --run-dir that completed (same code and "
+        "inputs): a failed or killed run restarts where it stopped",
+    )
     comp = sub.add_parser("compile", help="compile the pipeline to IR YAML")
     comp.add_argument("--output", type=Path, help="default: the committed pipelines/compiled/ file")
     comp.add_argument("--data-pvc", help="mount this PersistentVolumeClaim on the data step")
@@ -85,6 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--grpc-port", type=int, default=DEFAULT_PORTS.grpc)
     serve.add_argument("--metrics-port", type=int, default=DEFAULT_PORTS.metrics)
     serve.add_argument("--ready-timeout", type=float, default=300.0, help="seconds")
+    serve.add_argument(
+        "--max-restarts",
+        type=int,
+        default=5,
+        help="restart a Triton that died at most this often in 5 minutes (0: never)",
+    )
     back = sub.add_parser("rollback", help="serve the previously deployed version again")
     back.add_argument("--store", default=DeployConfig.model_store)
     back.add_argument("--model", default="rankflow")
@@ -97,13 +109,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "query":
         return _query(args)
     if args.command == "serve":
+        from serving.serve import RestartPolicy
         from serving.serve import serve as serve_store
+        from serving.store import StoreError
         from serving.triton import TritonError, TritonPorts
 
         ports = TritonPorts(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port)
         try:
-            return serve_store(args.store, ports, ready_timeout_s=args.ready_timeout)
-        except TritonError as err:
+            return serve_store(
+                args.store,
+                ports,
+                ready_timeout_s=args.ready_timeout,
+                restarts=RestartPolicy(max_restarts=args.max_restarts),
+            )
+        except (TritonError, StoreError) as err:
             sys.stderr.write(f"rankflow serve: {err}\n")
             return 1
     if args.command == "rollback":
@@ -147,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = run_local(
         run_dir=args.run_dir,
         arguments=parse_overrides(args.overrides),
+        resume=args.resume,
     )
     sys.stdout.write(format_summary(summary) + "\n")
     sys.stdout.write(f"summary: {args.run_dir / 'summary.json'}\n")

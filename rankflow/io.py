@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -10,24 +11,48 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
+def atomic_dir(final: str | Path, *, sealed: bool = True) -> Iterator[Path]:
     """Yield a scratch directory that becomes ``final`` only if the block completes.
 
     A step that fails (or is killed) half-way leaves no half-written artifact at ``final``: the
     scratch directory sits beside it, so the closing rename is atomic on the same filesystem.
+    ``sealed``: write the sha256 manifest (:mod:`rankflow.integrity`) before publishing, so
+    every loader can check the artifact is the one written here.
     """
+    from rankflow import integrity
+
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # A writer that was killed (SIGKILL, OOM, node loss) could not clean up its scratch: the
+    # next writer of the same artifact does.
+    for stale in final.parent.glob(f".{final.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     scratch = final.with_name(f".{final.name}.partial-{uuid.uuid4().hex[:8]}")
     scratch.mkdir()
     try:
         yield scratch
+        if sealed:
+            integrity.seal(scratch)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     if final.exists():
         shutil.rmtree(final) if final.is_dir() else final.unlink()
     scratch.rename(final)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``path`` whole or not at all: a scratch file beside it, then an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        scratch.write_text(text)
+        os.replace(scratch, path)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def parquet_parts(directory: str | Path) -> list[Path]:

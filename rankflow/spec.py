@@ -28,11 +28,14 @@ class CategorifyOptions:
 
     ``freq_threshold`` maps values seen fewer times than this in train to the out-of-vocabulary
     index; ``hash_buckets`` hashes the named high-cardinality columns into that many buckets
-    instead of building a vocabulary.
+    instead of building a vocabulary. A vocabulary column with more than ``max_vocabulary``
+    distinct train values is refused by the feature step (its embedding table would be that
+    many rows): hash it, raise the limit, or raise ``freq_threshold``.
     """
 
     freq_threshold: int = 1
     hash_buckets: Mapping[str, int] = field(default_factory=dict)
+    max_vocabulary: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class DatasetSpec:
                 raise SpecError(f"categorify.hash_buckets['{column}'] must be >= 2, got {buckets}")
         if self.categorify.freq_threshold < 1:
             raise SpecError("categorify.freq_threshold must be >= 1")
+        if self.categorify.max_vocabulary < 2:
+            raise SpecError("categorify.max_vocabulary must be >= 2")
 
     # Derived views -------------------------------------------------------------------------------
     @property
@@ -134,6 +139,7 @@ class DatasetSpec:
             "categorify": {
                 "freq_threshold": self.categorify.freq_threshold,
                 "hash_buckets": dict(self.categorify.hash_buckets),
+                "max_vocabulary": self.categorify.max_vocabulary,
             },
         }
 
@@ -183,6 +189,9 @@ class DatasetSpec:
                 hash_buckets={
                     str(k): int(v) for k, v in (categorify.get("hash_buckets") or {}).items()
                 },
+                max_vocabulary=int(
+                    categorify.get("max_vocabulary", CategorifyOptions.max_vocabulary)
+                ),
             ),
         )
 
@@ -198,7 +207,9 @@ class DatasetSpec:
         return cls.from_dict(raw)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml())
+        from rankflow.io import atomic_write_text
+
+        atomic_write_text(path, self.to_yaml())
 
     @classmethod
     def load(cls, path: str | Path) -> DatasetSpec:

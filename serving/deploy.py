@@ -186,10 +186,14 @@ def _switch(
 
 def deploy(repository: str | Path, endpoint: str, *, config: DeployConfig) -> DeployResult:
     """Publish ``repository`` as the next version of ``endpoint`` and serve it."""
+    from rankflow import integrity
+
     store = ModelStore(config.model_store, keep=config.keep_versions)
     try:
+        # The repository holds pickles and python code Triton will run: only the one exported.
+        integrity.verify(repository)
         version = store.publish(repository, endpoint)
-    except (StoreError, OSError) as err:
+    except (StoreError, OSError, integrity.IntegrityError) as err:
         raise DeployError(f"cannot publish {repository} as {endpoint!r}: {err}") from err
     try:
         result = _switch(store, endpoint, version, action="deploy", config=config)
@@ -209,6 +213,7 @@ def rollback(endpoint: str, *, config: DeployConfig) -> DeployResult:
     store = ModelStore(config.model_store, keep=config.keep_versions)
     try:
         version = store.previous_version(endpoint)
+        store.verify(endpoint, version)
     except StoreError as err:
         raise DeployError(str(err)) from err
     return _switch(store, endpoint, version, action="rollback", config=config)

@@ -152,8 +152,12 @@ def serving_workflow(workflow_dir: Path, *, targets: Sequence[str], features: Ma
     """
     import nvtabular as nvt
 
+    from rankflow import integrity
+
     if not Path(workflow_dir).is_dir():
         raise FileNotFoundError(f"no fitted workflow at {workflow_dir}")
+    # The workflow is a pickle: loading it runs code, so only the one rankflow wrote.
+    integrity.verify(workflow_dir)
     try:
         workflow = nvt.Workflow.load(str(workflow_dir))
     except Exception as err:

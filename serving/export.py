@@ -81,6 +81,17 @@ def _config_pbtxt(config: ExportConfig, inputs: dict[str, np.dtype], tasks: tupl
     return "\n".join(lines) + "\n"
 
 
+def seal_versions(repository: Path) -> None:
+    """Seal every ``<model>/<version>`` directory: Triton loads (and the store publishes) a
+    version directory on its own, so each carries its own manifest besides the repository's."""
+    from rankflow import integrity
+
+    for config in sorted(Path(repository).glob("*/config.pbtxt")):
+        for version in sorted(config.parent.iterdir()):
+            if version.is_dir() and version.name.isdigit():
+                integrity.seal(version)
+
+
 def export_cpu_repository(
     spec: DatasetSpec,
     *,
@@ -115,6 +126,7 @@ def export_cpu_repository(
             )
         )
         (model / "config.pbtxt").write_text(_config_pbtxt(config, scorer.input_dtypes, tasks))
+        seal_versions(scratch)
     logger.info("exported %s v%d to %s", config.model_name, config.version, repository)
     return repository
 
@@ -141,6 +153,7 @@ def export_gpu_repository(
     )
     with atomic_dir(repository) as scratch:
         write_ensemble(artifacts, scratch, config, ranker_backend="tensorflow")
+        seal_versions(scratch)
     logger.info(
         "exported %s v%d (gpu flavour, ensemble) to %s",
         config.model_name,

@@ -13,18 +13,44 @@ import triton_python_backend_utils as pb_utils
 
 from serving.scorer import RankerScorer
 
+#: A categorical value longer than this is not a category (a pasted document, an attack).
+MAX_VALUE_BYTES = 4096
 
-def _column(values: np.ndarray) -> np.ndarray:
+
+def _column(name: str, values: np.ndarray) -> np.ndarray:
     values = values.reshape(-1)
-    if values.dtype.kind in ("O", "S"):
-        # Triton hands BYTES tensors over as bytes objects.
+    if values.dtype.kind not in ("O", "S"):
+        return values
+    # Triton hands BYTES tensors over as bytes objects.
+    sizes = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    if len(sizes) and sizes.max() > MAX_VALUE_BYTES:
+        row = int(sizes.argmax())
+        raise ValueError(
+            f"input '{name}' row {row}: a {sizes[row]:,}-byte value (at most "
+            f"{MAX_VALUE_BYTES:,} bytes per categorical value)"
+        )
+    try:
         return np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
-    return values
+    except UnicodeDecodeError as err:
+        row = next(i for i, v in enumerate(values) if isinstance(v, bytes) and not _utf8(v))
+        raise ValueError(f"input '{name}' row {row} is not UTF-8 text: {err}") from err
+
+
+def _utf8(value: bytes) -> bool:
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        from rankflow import integrity
+
         version_dir = Path(args["model_repository"]) / args["model_version"]
+        # Refuse a version whose files are not the ones exported (the workflow is a pickle).
+        integrity.verify(version_dir)
         meta = json.loads((version_dir / "rankflow.json").read_text())
         self.tasks = meta["tasks"]
         self.scorer = RankerScorer(
@@ -37,7 +63,7 @@ class TritonPythonModel:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
                 raise ValueError(f"missing input '{name}'")
-            columns[name] = _column(tensor.as_numpy())
+            columns[name] = _column(name, tensor.as_numpy())
         return self.scorer.prepare(columns)
 
     def _response(self, scores: dict, start: int, stop: int):

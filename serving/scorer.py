@@ -31,9 +31,12 @@ class RankerScorer:
         import nvtabular as nvt
 
         from components.training.ranker import load_ranker
+        from rankflow import integrity
 
         if not Path(workflow_dir).is_dir():
             raise FileNotFoundError(f"no fitted workflow at {workflow_dir}")
+        # The workflow is a pickle: loading it runs code, so only the one rankflow wrote.
+        integrity.verify(workflow_dir)
         workflow = nvt.Workflow.load(str(workflow_dir))
         present = [t for t in targets if t in workflow.input_schema.column_names]
         self.workflow = workflow.remove_inputs(present) if present else workflow
@@ -109,6 +112,10 @@ class RankerScorer:
             if dtype.kind in "iu" and values.dtype.kind == "f" and not np.isfinite(values).all():
                 # numpy would turn NaN into an arbitrary integer id without a word.
                 raise ScoringError(f"input '{name}' has NaN/Inf values but is an integer column")
+            if values.dtype.kind == "f" and np.isinf(values).any():
+                # NaN is a missing value, filled as in training; Inf has no fill and would turn
+                # the normalised feature, and the score, into NaN.
+                raise ScoringError(f"input '{name}' has infinite values")
             try:
                 raw[name] = values.astype(dtype, copy=False)
             except (TypeError, ValueError) as err:

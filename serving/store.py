@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rankflow import integrity
+
 logger = logging.getLogger(__name__)
 
 EXPORTED_CONFIG = "exported.pbtxt"
@@ -63,6 +65,14 @@ def _write_atomic(path: Path, text: str) -> None:
     scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     scratch.write_text(text)
     os.replace(scratch, path)
+
+
+def _verified(version_dir: Path) -> Path:
+    try:
+        integrity.verify(version_dir)
+    except integrity.IntegrityError as err:
+        raise StoreError(str(err)) from err
+    return version_dir
 
 
 def _version_dirs(model_dir: Path) -> list[int]:
@@ -146,10 +156,13 @@ class ModelStore:
             for model in models:
                 source = repository / model
                 (exported,) = _version_dirs(source)
+                _verified(source / str(exported))
                 target = self.root / model / str(version)
                 scratch = target.with_name(f".{version}.partial-{uuid.uuid4().hex[:8]}")
                 shutil.copytree(source / str(exported), scratch)
                 shutil.copyfile(source / "config.pbtxt", scratch / EXPORTED_CONFIG)
+                # Resealed with the exported config in it: Triton loads this directory.
+                integrity.seal(scratch)
                 staged.append((scratch, target))
             for scratch, target in staged:
                 scratch.rename(target)
@@ -191,6 +204,14 @@ class ModelStore:
                 (self.root / model / "config.pbtxt").unlink(missing_ok=True)
         else:
             self._pin_configs(rollout.models, version)
+
+    def verify(self, endpoint: str, version: int) -> None:
+        """Check every model of ``endpoint`` at ``version`` against its sha256 manifest."""
+        rollout = self.rollout(endpoint)
+        if rollout is None:
+            raise StoreError(f"no endpoint {endpoint!r} in the model store {self.root}")
+        for model in rollout.models:
+            _verified(self.root / model / str(version))
 
     def previous_version(self, endpoint: str) -> int:
         rollout = self.rollout(endpoint)

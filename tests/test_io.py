@@ -14,11 +14,11 @@ def test_atomic_dir_publishes_only_on_success(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with atomic_dir(final) as scratch:
         (scratch / "whole.parquet").write_text("x")
-    assert [p.name for p in final.iterdir()] == ["whole.parquet"]
+    assert sorted(p.name for p in final.iterdir()) == ["_SHA256SUMS", "whole.parquet"]
     # Re-running replaces the previous artifact whole.
     with atomic_dir(final) as scratch:
         (scratch / "again.parquet").write_text("y")
-    assert [p.name for p in final.iterdir()] == ["again.parquet"]
+    assert sorted(p.name for p in final.iterdir()) == ["_SHA256SUMS", "again.parquet"]
 
 
 def test_parquet_parts_orders_numerically_and_skips_metadata(tmp_path):

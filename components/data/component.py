@@ -26,6 +26,7 @@ def prepare_data(
     from components.data.prepare import prepare_data as run
     from components.data.split import SplitConfig
     from components.data.synthetic import SyntheticConfig
+    from rankflow.integrity import record
 
     prepared = run(
         data_source,
@@ -40,7 +41,10 @@ def prepare_data(
         },
         spec_out=Path(dataset_spec.path),
     )
+    for artifact in (train_data, valid_data, test_data, dataset_spec):
+        record(artifact)
     for split, rows in prepared.rows.items():
         data_stats.log_metric(f"{split}_rows", rows)
+    data_stats.log_metric("duplicate_rows_dropped", prepared.duplicates)
     for task, positives in prepared.report.positives.items():
         data_stats.log_metric(f"{task}_rate", positives / prepared.report.rows)

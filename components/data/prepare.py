@@ -23,6 +23,7 @@ class PreparedData:
     spec: DatasetSpec
     report: ValidationReport
     rows: dict[str, int]
+    duplicates: int
 
 
 def prepare_data(
@@ -55,7 +56,6 @@ def prepare_data(
                 )
             source, spec = Path(data_source), DatasetSpec.load(spec_path)
         report = validate_log(spec, source)
-        rows = split_by_time(spec, source, outputs, split)
-    spec_out.parent.mkdir(parents=True, exist_ok=True)
+        split_result = split_by_time(spec, source, outputs, split)
     spec.save(spec_out)
-    return PreparedData(spec, report, rows)
+    return PreparedData(spec, report, split_result.rows, split_result.duplicates)

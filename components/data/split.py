@@ -45,21 +45,53 @@ def _as_int64(values) -> np.ndarray:  # values: pyarrow array
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class SplitResult:
+    rows: dict[str, int]  # per split, after dropping duplicates
+    duplicates: int  # exact duplicate rows dropped (the first of each kept)
+
+
+def first_occurrences(hashes: np.ndarray) -> np.ndarray:
+    """Mask keeping the first row of each distinct hash, in row order."""
+    order = np.argsort(hashes, kind="stable")
+    repeated = hashes[order][1:] == hashes[order][:-1]
+    keep = np.ones(len(hashes), dtype=bool)
+    keep[order[1:][repeated]] = False
+    return keep
+
+
+def _row_hashes(dataset, columns: list[str]) -> np.ndarray:
+    """A 64-bit hash of every row (all spec columns), streamed in record batches."""
+    import pandas as pd
+
+    parts = [
+        pd.util.hash_pandas_object(batch.to_pandas(), index=False).to_numpy()
+        for batch in dataset.to_batches(columns=columns)
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+
+
 def split_by_time(
     spec: DatasetSpec, source: str | Path, outputs: dict[str, Path], config: SplitConfig
-) -> dict[str, int]:
+) -> SplitResult:
     """Write ``outputs[split]/part-0.parquet`` for each split; return the row counts.
 
     Rows before the (1 - valid - test) timestamp quantile train, the next slice validates, the
     latest rows test -- so evaluation always looks at the future of what the model saw.
+    Exact duplicate rows (every spec column equal: a double-logged event) are dropped, the
+    first kept: they would count the event twice in training and in the metrics.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     dataset = open_dataset(source, spec.raw_columns)
+    keep = first_occurrences(_row_hashes(dataset, list(spec.raw_columns)))
+    duplicates = int((~keep).sum())
+    if duplicates:
+        logger.warning("dropping %d exact duplicate row(s) of %s", duplicates, source)
     ts = _as_int64(
         dataset.to_table(columns=[spec.timestamp]).column(spec.timestamp).combine_chunks()
-    )
+    )[keep]
     cut_valid, cut_test = np.quantile(
         ts,
         [1.0 - config.valid_fraction - config.test_fraction, 1.0 - config.test_fraction],
@@ -71,8 +103,13 @@ def split_by_time(
         writers: dict[str, pq.ParquetWriter] = {}
         # Registered last, so writers close before the scratch dirs are renamed or removed.
         stack.callback(lambda: [w.close() for w in writers.values()])
+        offset = 0
         for batch in dataset.to_batches(columns=list(spec.raw_columns)):
             table = pa.Table.from_batches([batch])
+            rows = slice(offset, offset + table.num_rows)
+            offset += table.num_rows
+            if duplicates:
+                table = table.filter(pa.array(keep[rows]))
             # Targets as int32 whatever the source said (bool, int8, float 0/1).
             for column in spec.target_columns:
                 index = table.schema.get_field_index(column)
@@ -96,4 +133,4 @@ def split_by_time(
                 "timestamps for the requested fractions"
             )
     logger.info("time split: %s", counts)
-    return counts
+    return SplitResult(counts, duplicates)

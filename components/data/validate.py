@@ -17,6 +17,11 @@ from rankflow.spec import DatasetSpec
 logger = logging.getLogger(__name__)
 
 SUPPORTED_FORMATS = ("parquet", "csv")
+#: Event times before this are clock or default-value bugs (1970-01-01 sentinels, zeroed fields).
+EARLIEST_EVENT = "1990-01-01"
+#: How far past "now" an event time may lie (clock skew) before it is a bug (9999-12-31 sentinels).
+FUTURE_SLACK_S = 86_400
+INT64_MAX = (1 << 63) - 1
 
 
 class DataValidationError(ValueError):
@@ -117,6 +122,46 @@ def check_types(spec: DatasetSpec, schema) -> None:  # schema: pyarrow.Schema
             )
 
 
+def _event_window() -> tuple[np.datetime64, np.datetime64]:
+    now = np.datetime64("now", "s")
+    return np.datetime64(EARLIEST_EVENT, "s"), now + np.timedelta64(FUTURE_SLACK_S, "s")
+
+
+def _check_event_times(column: str, values, window: tuple[np.datetime64, np.datetime64]) -> None:
+    """Refuse event times outside ``window`` (timestamp/date columns) or negative epochs.
+
+    The split is by time quantile: one 9999-12-31 sentinel row lands in test, a block of
+    1970-01-01 rows in train, and neither is an event that happened. Integer columns may be
+    any monotone clock (seconds, days, a sequence number), so only negative values are refused.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_integer(values.type):
+        if len(values) and pc.min(values).as_py() < 0:
+            raise DataValidationError(
+                f"timestamp column '{column}' has negative values (-1 sentinels?)"
+            )
+        return
+    if pa.types.is_date(values.type):
+        ticks, per_second = values.cast(pa.date32()).cast(pa.int32()), 1 / 86_400
+    else:
+        ticks, per_second = values.cast(pa.int64()), _PER_SECOND[values.type.unit]
+    ticks = np.asarray(ticks.to_numpy(zero_copy_only=False), dtype=np.int64)
+    bounds = [int(b.astype(np.int64) * per_second) for b in window]
+    early, late = ticks < bounds[0], ticks > bounds[1]
+    for mask, where in ((early, f"before {window[0]}"), (late, f"after {window[1]} (now + 1 day)")):
+        if mask.any():
+            raise DataValidationError(
+                f"timestamp column '{column}' has {int(mask.sum())} event time(s) {where}, "
+                f"e.g. {values[int(np.argmax(mask))]}: default-value or clock bugs; drop or fix "
+                "those rows"
+            )
+
+
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
 def validate_log(spec: DatasetSpec, source: str | Path) -> ValidationReport:
     """Check columns, types, nulls, binary targets and the click -> conversion funnel."""
     import pyarrow as pa
@@ -134,6 +179,7 @@ def validate_log(spec: DatasetSpec, source: str | Path) -> ValidationReport:
     rows = 0
     positives = dict.fromkeys(spec.target_columns, 0)
     ts_min = ts_max = None
+    window = _event_window()
     click_col = spec.targets["click"]
     conversion_col = spec.targets.get("conversion")
     try:
@@ -149,8 +195,15 @@ def validate_log(spec: DatasetSpec, source: str | Path) -> ValidationReport:
                     )
             for column in spec.id_columns:
                 values = batch.column(column)
-                if pa.types.is_integer(values.type) and len(values) and pc.min(values).as_py() < 0:
+                if not pa.types.is_integer(values.type) or not len(values):
+                    continue
+                if pc.min(values).as_py() < 0:
                     raise DataValidationError(f"column '{column}' has negative ids")
+                if pc.max(values).as_py() > INT64_MAX:
+                    raise DataValidationError(
+                        f"column '{column}' has ids above {INT64_MAX} (int64): they would wrap "
+                        "to negative ids; hash them to a smaller range or store them as strings"
+                    )
             for column in spec.target_columns:
                 values = np.asarray(
                     batch.column(column).to_numpy(zero_copy_only=False), dtype=float
@@ -179,6 +232,7 @@ def validate_log(spec: DatasetSpec, source: str | Path) -> ValidationReport:
                         f"true-probability column '{column}' must lie in [0, 1] without nulls"
                     )
             ts = batch.column(spec.timestamp)
+            _check_event_times(spec.timestamp, ts, window)
             lo, hi = pc.min(ts).as_py(), pc.max(ts).as_py()
             ts_min = lo if ts_min is None else min(ts_min, lo)
             ts_max = hi if ts_max is None else max(ts_max, hi)

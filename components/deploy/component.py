@@ -35,16 +35,18 @@ def deploy_model(
 ) -> NamedTuple("DeployOutputs", [("version", int)]):
     """Publish the validated repository as the next store version; switch Triton to it."""
     from collections import namedtuple
-    from pathlib import Path
 
+    from rankflow.integrity import checked, record
+    from rankflow.io import atomic_write_text
     from serving.deploy import DeployConfig, deploy
 
     result = deploy(
-        Path(serving_model.path),
+        checked(serving_model),
         model_name,
         config=DeployConfig(model_store=model_store, triton_url=triton_url),
     )
-    Path(deployment.path).write_text(result.to_json())
+    atomic_write_text(deployment.path, result.to_json())
+    record(deployment)
     deployment.metadata.update(
         {"model_name": model_name, "version": result.version, "servers": list(result.servers)}
     )

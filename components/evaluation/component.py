@@ -33,18 +33,19 @@ def evaluate_ranker(
 ) -> NamedTuple("EvaluationOutputs", [("blessed", bool)]):
     """Per-task AUC / log-loss / ECE / oracle AUC on the test split, and the blessing decision."""
     from collections import namedtuple
-    from pathlib import Path
 
     from components.evaluation.evaluate import BlessingPolicy, markdown_report
     from components.evaluation.evaluate import evaluate_ranker as run
+    from rankflow.integrity import checked, record
+    from rankflow.io import atomic_write_text
     from rankflow.spec import DatasetSpec
 
-    spec = DatasetSpec.load(dataset_spec.path)
+    spec = DatasetSpec.load(checked(dataset_spec))
     result = run(
         spec,
-        model_dir=Path(ranker.path),
-        test_features=Path(test_features.path),
-        raw_test=Path(test_data.path),
+        model_dir=checked(ranker),
+        test_features=checked(test_features),
+        raw_test=checked(test_data),
         min_auc=BlessingPolicy(min_auc_click, min_auc_conversion).thresholds(spec),
     )
     for task, values in result.summary().items():
@@ -55,6 +56,8 @@ def evaluate_ranker(
     for task in result.tasks.values():
         fpr, tpr, thresholds = task.roc
         rocs[task.stage].log_roc_curve(fpr, tpr, thresholds)
-    Path(report.path).write_text(markdown_report(result))
-    Path(evaluation.path).write_text(result.to_json())
+    atomic_write_text(report.path, markdown_report(result))
+    atomic_write_text(evaluation.path, result.to_json())
+    record(report)
+    record(evaluation)
     return namedtuple("EvaluationOutputs", ["blessed"])(result.blessed)

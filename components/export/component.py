@@ -23,16 +23,18 @@ def export_serving_model(
     """
     from pathlib import Path
 
+    from rankflow.integrity import checked, record
     from rankflow.spec import DatasetSpec
     from serving.export import ExportConfig, export_repository
 
     export_repository(
-        DatasetSpec.load(dataset_spec.path),
-        workflow_dir=Path(nvt_workflow.path),
-        model_dir=Path(ranker.path),
+        DatasetSpec.load(checked(dataset_spec)),
+        workflow_dir=checked(nvt_workflow),
+        model_dir=checked(ranker),
         repository=Path(serving_model.path),
         config=ExportConfig(model_name=model_name, max_batch_size=max_batch_size),
         flavour=flavour,
     )
+    record(serving_model)
     serving_model.metadata["model_name"] = model_name
     serving_model.metadata["flavour"] = flavour

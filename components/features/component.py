@@ -23,14 +23,15 @@ def engineer_features(
     from pathlib import Path
 
     from components.features.workflow import FeatureConfig, run_feature_engineering
+    from rankflow.integrity import checked, record
     from rankflow.spec import DatasetSpec
 
     cardinalities = run_feature_engineering(
-        DatasetSpec.load(dataset_spec.path),
+        DatasetSpec.load(checked(dataset_spec)),
         {
-            "train": Path(train_data.path),
-            "valid": Path(valid_data.path),
-            "test": Path(test_data.path),
+            "train": checked(train_data),
+            "valid": checked(valid_data),
+            "test": checked(test_data),
         },
         workflow_dir=Path(nvt_workflow.path),
         outputs={
@@ -40,5 +41,7 @@ def engineer_features(
         },
         config=FeatureConfig(dask_workers=dask_workers),
     )
+    for artifact in (nvt_workflow, train_features, valid_features, test_features):
+        record(artifact)
     for column, cardinality in cardinalities.items():
         feature_stats.log_metric(f"cardinality_{column}", cardinality)

@@ -168,6 +168,9 @@ def run_feature_engineering(
         workflow = build_workflow(spec, categories_dir=categories_dir)
         # The workflow selects its own columns: timestamps and true probabilities never enter it.
         workflow.fit(Dataset(str(splits["train"]), **engine_kwargs))
+        cardinalities = _cardinalities(spec, workflow)
+        _check_vocabularies(spec, cardinalities)
+        _check_split_schemas(splits, workflow.input_schema.column_names)
         compiled = _compiled_for_transform(workflow, cpu=cpu, config=config)
         for name, source in splits.items():
             with atomic_dir(outputs[name]) as scratch:
@@ -179,13 +182,56 @@ def run_feature_engineering(
                     transformed.to_parquet(str(scratch), shuffle=None, output_files=1)
         with atomic_dir(workflow_dir) as scratch:
             workflow.save(str(scratch))
-    schema = workflow.output_schema
+    return cardinalities
+
+
+def _cardinalities(spec: DatasetSpec, workflow: nvt.Workflow) -> dict[str, int]:
+    """Embedding-table rows of every categorical output (special indices included)."""
     cardinalities = {}
-    for column in schema:
+    for column in workflow.output_schema:
         domain = column.int_domain
         if domain is not None and column.name in spec.categorical_columns:
             cardinalities[column.name] = int(domain.max) + 1
     return cardinalities
+
+
+def _check_vocabularies(spec: DatasetSpec, cardinalities: Mapping[str, int]) -> None:
+    limit = spec.categorify.max_vocabulary
+    hashed = spec.categorify.hash_buckets
+    too_big = {c: n for c, n in cardinalities.items() if c not in hashed and n > limit}
+    if too_big:
+        column, size = max(too_big.items(), key=lambda item: item[1])
+        raise ValueError(
+            f"categorical column(s) {sorted(too_big)} have more distinct train values than "
+            f"categorify.max_vocabulary={limit:,} ('{column}': {size:,}); an embedding table "
+            f"that size would not fit: hash it (categorify.hash_buckets: {{{column}: {limit}}}), "
+            "raise freq_threshold, or raise max_vocabulary"
+        )
+
+
+def _check_split_schemas(splits: Mapping[str, Path], columns: list[str]) -> None:
+    """Every split must give the workflow's input columns the types the train split had: a
+    column that drifted (ids as strings in one split, ints in another) would be encoded as
+    out-of-vocabulary without a word."""
+    import pyarrow.dataset as ds
+
+    schemas = {
+        name: ds.dataset(str(path), format="parquet").schema for name, path in splits.items()
+    }
+    reference = schemas["train"]
+    for name, schema in schemas.items():
+        missing = [c for c in columns if c not in schema.names]
+        if missing:
+            raise ValueError(f"split '{name}' lacks the workflow's input column(s) {missing}")
+        drifted = {
+            c: (str(reference.field(c).type), str(schema.field(c).type))
+            for c in columns
+            if not schema.field(c).type.equals(reference.field(c).type)
+        }
+        if drifted:
+            raise ValueError(
+                f"split '{name}' drifted from train's schema: {drifted} (train type, its type)"
+            )
 
 
 def _compiled_for_transform(workflow: nvt.Workflow, *, cpu: bool, config: FeatureConfig):

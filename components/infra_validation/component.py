@@ -26,25 +26,27 @@ def validate_on_triton(
     import json
     from collections import namedtuple
     from dataclasses import asdict
-    from pathlib import Path
 
     import pyarrow.dataset as ds
 
+    from rankflow.integrity import checked, record
+    from rankflow.io import atomic_write_text
     from rankflow.spec import DatasetSpec
     from serving.validate import InfraValidationConfig, infra_validate
 
     report = infra_validate(
-        DatasetSpec.load(dataset_spec.path),
-        repository=Path(serving_model.path),
+        DatasetSpec.load(checked(dataset_spec)),
+        repository=checked(serving_model),
         model_name=model_name,
-        workflow_dir=Path(nvt_workflow.path),
-        model_dir=Path(ranker.path),
-        rows=ds.dataset(test_data.path, format="parquet").head(rows).to_pandas(),
+        workflow_dir=checked(nvt_workflow),
+        model_dir=checked(ranker),
+        rows=ds.dataset(str(checked(test_data)), format="parquet").head(rows).to_pandas(),
         config=InfraValidationConfig(rows=rows, batch_size=batch_size, tolerance=tolerance),
     )
     for task, value in report.skew_max_abs.items():
         infra_metrics.log_metric(f"{task}_skew_max_abs", value)
     for name, value in report.latency_ms.items():
         infra_metrics.log_metric(f"latency_ms_{name}_batch{batch_size}", value)
-    Path(infra_report.path).write_text(json.dumps(asdict(report), indent=2))
+    atomic_write_text(infra_report.path, json.dumps(asdict(report), indent=2))
+    record(infra_report)
     return namedtuple("InfraValidationOutputs", ["blessed"])(report.blessed)

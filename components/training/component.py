@@ -30,6 +30,7 @@ def train_ranker(
 
     from components.training.ranker import RankerConfig, parse_sizes
     from components.training.ranker import train_ranker as run
+    from rankflow.integrity import checked, record
 
     config = RankerConfig(
         architecture=architecture,
@@ -46,11 +47,12 @@ def train_ranker(
         seed=seed,
     )
     history = run(
-        Path(train_features.path),
-        Path(valid_features.path),
+        checked(train_features),
+        checked(valid_features),
         model_dir=Path(ranker.path),
         config=config,
     )
+    record(ranker)
     ranker.metadata["architecture"] = architecture
     for name, values in history.items():
         training_metrics.log_metric(name.replace("/", "_"), values[-1])

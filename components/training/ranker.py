@@ -191,20 +191,31 @@ def train_ranker(
     history = model.fit(
         train, validation_data=valid, epochs=config.epochs, callbacks=[stop], verbose=2
     )
-    with atomic_dir(model_dir) as scratch:
-        model.save(str(scratch))
+    save_ranker(model, model_dir)
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
 
+def save_ranker(model, model_dir: Path) -> Path:
+    """Save the ranker as a SavedModel at ``model_dir``: whole and sealed, or not at all."""
+    with atomic_dir(model_dir) as scratch:
+        model.save(str(scratch))
+    return Path(model_dir)
+
+
 def load_ranker(model_dir: Path):  # -> tf.keras.Model
-    """Reload a saved ranker with its Merlin layers and input names intact."""
+    """Reload a saved ranker with its Merlin layers and input names intact.
+
+    Its sha256 manifest is checked first: Keras deserialises layer configs on load.
+    """
     import merlin.models.tf  # noqa: F401  -- registers the Merlin layers; without it inputs lose names
     import tensorflow as tf
 
     import components.training.layers  # noqa: F401  -- registers rankflow's own layers
+    from rankflow import integrity
 
     if not Path(model_dir).is_dir():
         raise FileNotFoundError(f"no saved ranker at {model_dir}")
+    integrity.verify(model_dir)
     return tf.keras.models.load_model(str(model_dir))
 
 

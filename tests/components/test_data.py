@@ -148,6 +148,102 @@ def test_corrupt_and_missing_files(tmp_path):
         )
 
 
+def _with_event_time(frame: pd.DataFrame, row: int, micros: int):  # -> pyarrow.Table
+    """The log with one event time set to ``micros`` since the epoch (beyond pandas' ns range)."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    ts = table.column("event_ts").cast(pa.timestamp("us")).to_numpy().astype("int64")
+    ts[row] = micros
+    index = table.schema.get_field_index("event_ts")
+    return table.set_column(index, "event_ts", pa.array(ts, type=pa.timestamp("us")))
+
+
+def _prepare(source: Path, tmp_path: Path, spec: Path | None = None):
+    if spec is None:
+        spec = tmp_path / "spec.in.yaml"
+        synthetic_spec().save(spec)
+    return prepare_data(
+        str(source),
+        spec_path=str(spec),
+        synthetic=SyntheticConfig(),
+        split=SplitConfig(),
+        outputs={n: tmp_path / "out" / n for n in ("train", "valid", "test")},
+        spec_out=tmp_path / "out" / "spec.yaml",
+    )
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        pytest.param(
+            lambda f, p: (
+                f.astype({"ad_id": "uint64"})
+                .assign(ad_id=lambda x: x["ad_id"].where(x.index != 4, np.uint64(2**63 + 5)))
+                .to_parquet(p / "log.parquet")
+            ),
+            r"'ad_id' has ids above 9223372036854775807 \(int64\)",
+            id="overflowing-ids",
+        ),
+        pytest.param(
+            lambda f, p: pq.write_table(
+                _with_event_time(f, 9, 253_402_214_400_000_000), p / "log.parquet"
+            ),
+            r"1 event time\(s\) after .* e\.g\. 9999-12-31",
+            id="timestamp-in-year-9999",
+        ),
+        pytest.param(
+            lambda f, p: pq.write_table(_with_event_time(f, 9, 0), p / "log.parquet"),
+            r"1 event time\(s\) before 1990-01-01.* e\.g\. 1970-01-01",
+            id="timestamp-at-epoch-zero",
+        ),
+        pytest.param(
+            lambda f, p: (p / "log.csv").write_text(
+                f.to_csv(index=False) + '1,2,"unterminated,4\n'
+            ),
+            r"cannot read csv data at .*log\.csv.*Row #3002: Expected 21 columns, got 3",
+            id="csv-broken-row",
+        ),
+        pytest.param(
+            lambda f, p: (p / "log.parquet").write_bytes(b""),
+            r"cannot read parquet data",
+            id="zero-byte-file",
+        ),
+    ],
+)
+def test_bad_logs_fail_the_data_step_and_write_nothing(raw_log, tmp_path, write, message):
+    write(raw_log, tmp_path)
+    (source,) = [p for p in tmp_path.iterdir() if p.name.startswith("log.")]
+    with pytest.raises(DataValidationError, match=message):
+        _prepare(source, tmp_path)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_spec_naming_an_absent_column_is_refused(raw_log, tmp_path):
+    raw_log.to_parquet(tmp_path / "log.parquet")
+    spec = synthetic_spec().to_dict()
+    spec["item"]["categorical"] = [*spec["item"]["categorical"], "landing_page"]
+    path = tmp_path / "spec.in.yaml"
+    DatasetSpec.from_dict(spec).save(path)
+    with pytest.raises(DataValidationError, match=r"\['landing_page'\] named in the dataset spec"):
+        _prepare(tmp_path / "log.parquet", tmp_path, spec=path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_exact_duplicate_rows_are_dropped_and_counted(raw_log, tmp_path):
+    doubled = pd.concat([raw_log, raw_log.iloc[100:110], raw_log.iloc[[7]]], ignore_index=True)
+    doubled.to_parquet(tmp_path / "log.parquet")
+    prepared = _prepare(tmp_path / "log.parquet", tmp_path)
+    assert prepared.duplicates == 11
+    assert sum(prepared.rows.values()) == len(raw_log)
+    out = pd.concat([pq.read_table(tmp_path / "out" / n).to_pandas() for n in prepared.rows])
+    assert not out.duplicated().any()
+    # A row that differs in one column (the same impression clicked) is not a duplicate.
+    near = pd.concat([raw_log, raw_log.iloc[[3]].assign(bid=raw_log["bid"].iloc[3] + 1)])
+    near.to_parquet(tmp_path / "near.parquet")
+    assert _prepare(tmp_path / "near.parquet", tmp_path / "n").duplicates == 0
+
+
 # -- bring your own data -------------------------------------------------------------------------
 def _own_csv(tmp_path: Path, raw_log: pd.DataFrame) -> tuple[Path, Path]:
     """The generator's log renamed and saved as CSV, with a hand-written spec: another producer."""

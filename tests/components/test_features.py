@@ -84,6 +84,45 @@ def test_hash_buckets_bound_cardinality(tmp_path, prepared):
     assert pd.read_parquet(outputs["train"] / "part_0.parquet")["user_id"].max() < 32
 
 
+def test_gigantic_vocabulary_is_refused_before_anything_is_written(tmp_path, prepared):
+    raw = DatasetSpec.load(prepared["spec"]).to_dict()
+    raw["categorify"]["max_vocabulary"] = 150
+    with pytest.raises(ValueError, match=r"\['user_id'\] have more distinct train values than "):
+        run_feature_engineering(
+            DatasetSpec.from_dict(raw),
+            {"train": prepared["train"]},
+            workflow_dir=tmp_path / "wf",
+            outputs={"train": tmp_path / "f_train"},
+            config=FeatureConfig(),
+        )
+    assert list(tmp_path.iterdir()) == []
+    # The advice works: hashed, the same column passes.
+    raw["categorify"]["hash_buckets"] = {"user_id": 150}
+    run_feature_engineering(
+        DatasetSpec.from_dict(raw),
+        {"train": prepared["train"]},
+        workflow_dir=tmp_path / "wf",
+        outputs={"train": tmp_path / "f_train"},
+        config=FeatureConfig(),
+    )
+
+
+def test_split_whose_schema_drifted_from_train_is_refused(tmp_path, prepared):
+    """Ids that arrive as strings in one split would all be out-of-vocabulary."""
+    test = pq.read_table(prepared["test"]).to_pandas()
+    test["ad_id"] = test["ad_id"].astype(str)
+    test.to_parquet(tmp_path / "test.parquet", index=False)
+    with pytest.raises(ValueError, match=r"split 'test' drifted.*'ad_id': \('int64', 'string'\)"):
+        run_feature_engineering(
+            DatasetSpec.load(prepared["spec"]),
+            {"train": prepared["train"], "test": tmp_path / "test.parquet"},
+            workflow_dir=tmp_path / "wf",
+            outputs={n: tmp_path / f"f_{n}" for n in ("train", "test")},
+            config=FeatureConfig(),
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.parquet"]
+
+
 def test_categorify_never_writes_into_the_working_directory(tmp_path, prepared, monkeypatch):
     cwd = tmp_path / "cwd"
     cwd.mkdir()

@@ -14,6 +14,7 @@ from components.training.ranker import (
     load_ranker,
     parse_sizes,
     predict,
+    save_ranker,
 )
 from tests.conftest import pipeline_defaults
 
@@ -39,7 +40,7 @@ def test_fit_one_step_save_reload_same_predictions(architecture, features, tmp_p
     history = model.fit(loader, epochs=1, steps_per_epoch=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
 
-    model.save(str(tmp_path / "model"))
+    save_ranker(model, tmp_path / "model")
     reloaded = load_ranker(tmp_path / "model")
     before, after = predict(model, features["test"]), predict(reloaded, features["test"])
     assert set(before) == {"click", "conversion"}

@@ -151,6 +151,30 @@ def test_deploy_step_mounts_the_model_store():
     assert params["serving_flavour"]["defaultValue"] == profile.serving_flavour == "gpu"
 
 
+def test_transient_steps_retry_with_backoff_and_the_rest_fail_fast():
+    spec, _ = _ir(COMPILED_PIPELINE)
+    retries = {
+        name: task.get("retryPolicy", {}).get("maxRetryCount", 0)
+        for name, task in _all_tasks(spec).items()
+    }
+    assert retries == {**dict.fromkeys(STEPS, 0), "validate-on-triton": 2, "deploy-model": 3}
+    policy = _all_tasks(spec)["deploy-model"]["retryPolicy"]
+    assert (policy["backoffDuration"], policy["backoffFactor"]) == ("30s", 2.0)
+    assert policy["backoffMaxDuration"] == "300s"
+
+
+def test_local_runs_do_not_retry(tmp_path):
+    from kfp import compiler
+
+    from pipelines.profile import without_retries
+    from pipelines.ranking import build_pipeline
+
+    path = tmp_path / "local.yaml"
+    compiler.Compiler().compile(build_pipeline(without_retries(ClusterProfile())), str(path))
+    spec, _ = _ir(path)
+    assert not [name for name, task in _all_tasks(spec).items() if "retryPolicy" in task]
+
+
 def test_parameters_have_defaults_and_descriptions():
     spec, _ = _ir(COMPILED_PIPELINE)
     params = spec["root"]["inputDefinitions"]["parameters"]

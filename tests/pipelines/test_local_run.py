@@ -56,16 +56,23 @@ def test_local_pipeline_run_writes_summary(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_model_below_the_bar_is_not_deployed(tmp_path):
-    summary = run_local(
-        run_dir=tmp_path / "run",
-        arguments={
-            "synthetic_rows": 5_000,
-            "min_auc_click": 0.99,
-            "infra_rows": 64,
-            "model_store": str(tmp_path / "store"),
-        },
-    )
+def test_failed_run_resumes_and_a_model_below_the_bar_is_not_deployed(tmp_path):
+    """A run that dies at training keeps its data and features; `--resume` starts at training.
+    The resumed model misses the bar, so nothing is deployed."""
+    arguments = {
+        "synthetic_rows": 5_000,
+        "min_auc_click": 0.99,
+        "infra_rows": 64,
+        "model_store": str(tmp_path / "store"),
+    }
+    with pytest.raises(RuntimeError, match=r"failed at \['train-ranker'\]"):
+        run_local(run_dir=tmp_path / "run", arguments={**arguments, "expert_mlp": "64,x"})
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+    summary = run_local(run_dir=tmp_path / "run", arguments=arguments, resume=True)
+    timings = summary["timings_s"]
+    assert timings["prepare-data"] == timings["engineer-features"] == 0.0  # reused
+    assert timings["train-ranker"] > 0
     assert summary["blessed"] is False
     assert summary["serving"]["infra_blessed"] is True
     assert summary["serving"]["version"] is None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from rankflow.spec import DatasetSpec
@@ -30,3 +33,19 @@ def scorer(features, trained):
 def triton(repository):
     with TritonServer(TritonConfig(repository, models=("rankflow",))) as server:
         yield server
+
+
+#: Figures the reliability tests measured (load latency, failures during rollouts), kept for
+#: RELIABILITY.md; build/ is not committed.
+FIGURES = Path(__file__).resolve().parents[2] / "build" / "reliability"
+
+
+@pytest.fixture
+def record_figures():
+    def record(name: str, figures: dict) -> Path:
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        path = FIGURES / f"{name}.json"
+        path.write_text(json.dumps(figures, indent=2) + "\n")
+        return path
+
+    return record

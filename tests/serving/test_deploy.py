@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import tritonclient.http as http
 
+from rankflow import integrity
 from rankflow.cli import main
-from serving.client import ClientConfig, ClientError, RankflowClient
 from serving.deploy import (
     DeployConfig,
     DeployError,
@@ -24,7 +24,10 @@ from serving.deploy import (
     deploy,
     local_server,
     replicas,
+    rollback,
 )
+from serving.export import seal_versions
+from serving.load import LoadConfig, LoadRun
 from serving.store import ModelStore, StoreError
 from serving.triton import TritonPorts
 
@@ -89,48 +92,38 @@ def test_deploy_without_a_server_only_publishes(repository, tmp_path):
     assert local_server(tmp_path / "s") is None
 
 
+def test_tampered_repository_or_store_version_is_refused(repository, tmp_path):
+    """Fitted workflows are pickles and the version holds python code: a changed file anywhere
+    stops the deploy before the store changes, and stops a rollback or `rankflow serve`."""
+    config = DeployConfig(model_store=str(tmp_path / "s"))
+    tampered = tmp_path / "tampered"
+    shutil.copytree(repository, tampered)
+    (tampered / "rankflow" / "1" / "workflow" / "workflow.pkl").write_bytes(b"cos\nsystem\n")
+    with pytest.raises(DeployError, match=r"changed \['rankflow/1/workflow/workflow.pkl'\]"):
+        deploy(tampered, "rankflow", config=config)
+    assert not (tmp_path / "s").exists()
+
+    deploy(repository, "rankflow", config=config)
+    deploy(repository, "rankflow", config=config)
+    store = ModelStore(tmp_path / "s")
+    assert sorted(p.name for p in (store.root / "rankflow" / "2").iterdir())[:2] == [
+        "_SHA256SUMS",
+        "exported.pbtxt",
+    ]
+    (store.root / "rankflow" / "1" / "model.py").write_text("import os; os.system('id')\n")
+    with pytest.raises(DeployError, match=r"changed \['model.py'\]"):
+        rollback("rankflow", config=config)
+    assert store.serving_version("rankflow") == 2
+    (store.root / "rankflow" / "2" / "evil.pkl").write_bytes(b"x")
+    assert main(["serve", "--store", str(store.root), "--ready-timeout", "5"]) == 1
+
+
 def test_replicas_resolve_and_refuse_bad_urls():
     assert replicas("localhost:8000")[0].endswith(":8000")
     with pytest.raises(DeployError, match="host:port"):
         replicas("localhost")
     with pytest.raises(DeployError, match="cannot resolve"):
         replicas("no-such-host.invalid:8000")
-
-
-class ClientLoop:
-    """Scores the same rows back to back on its own thread; records every outcome."""
-
-    def __init__(self, url: str, rows) -> None:
-        self.client = RankflowClient(ClientConfig(url=url, timeout_s=30.0))
-        self.rows = rows
-        self.ok = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                scores = self.client.score(self.rows)
-                assert len(scores["click"]) == len(self.rows)
-                self.ok += 1
-            except (ClientError, AssertionError) as err:
-                self.failures.append(str(err))
-
-    def __enter__(self) -> ClientLoop:
-        self._thread.start()
-        return self
-
-    def wait_for(self, requests: int, timeout_s: float = 60.0) -> None:
-        target = self.ok + requests
-        deadline = time.monotonic() + timeout_s
-        while self.ok < target and time.monotonic() < deadline and not self.failures:
-            time.sleep(0.05)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-        self.client.close()
 
 
 def _ready_versions(http_url: str, versions=(1, 2, 3)) -> list[int]:
@@ -144,14 +137,14 @@ def _ready_versions(http_url: str, versions=(1, 2, 3)) -> list[int]:
 class ServeProcess:
     """``rankflow serve`` as `make serve` runs it: a subprocess, stopped with SIGTERM."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, extra: tuple[str, ...] = ()) -> None:
         self.store = store
         ports = TritonPorts.free()
         self.log = store.parent / f"serve-{ports.grpc}.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rankflow.cli", "serve", "--store", str(store)]
             + ["--http-port", str(ports.http), "--grpc-port", str(ports.grpc)]
-            + ["--metrics-port", str(ports.metrics)],
+            + ["--metrics-port", str(ports.metrics), *extra],
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
         )
@@ -173,28 +166,34 @@ class ServeProcess:
         self.code = self.process.wait(timeout=120)
 
 
-def test_rollout_and_rollback_under_load_lose_no_request(repository, prepared, tmp_path, capsys):
+def test_rollout_and_rollback_under_load_lose_no_request(
+    repository, prepared, tmp_path, capsys, record_figures
+):
     """`rankflow serve` on v1; v2 rolls out, a broken v3 is refused, `rankflow rollback` brings
-    v1 back -- all while a client loop is scoring: zero failed requests."""
+    v1 back -- all under gRPC load at concurrency 8: zero failed requests."""
     root = tmp_path / "store"
     config = DeployConfig(model_store=str(root))
     assert deploy(repository, "rankflow", config=config).version == 1
     broken = tmp_path / "broken"
     shutil.copytree(repository, broken)
     shutil.rmtree(broken / "rankflow" / "1" / "ranker")  # loads the workflow, then fails
+    # A genuine but broken export (resealed), not a tampered one: Triton must fail to load it.
+    seal_versions(broken)
+    integrity.seal(broken)
     rows = pq.read_table(prepared["test"]).to_pandas().head(16)
 
     serve = ServeProcess(root)
     with serve as server:
         assert _ready_versions(server.http_url) == [1]
-        with ClientLoop(server.grpc_url, rows) as loop:
-            loop.wait_for(5)
+        load = LoadRun(LoadConfig(server.grpc_url, concurrency=8, duration_s=900), rows)
+        with load:
+            load.wait_for(20)
             result = deploy(repository, "rankflow", config=config)  # finds the local server
             assert (result.version, result.previous) == (2, 1)
             assert result.servers == (server.http_url,)
             assert result.grpc_url == server.grpc_url
             assert _ready_versions(server.http_url) == [2]  # v1 retired once v2 was ready
-            loop.wait_for(5)
+            load.wait_for(20)
 
             with pytest.raises(
                 DeployError, match=r"(?s)version 3 failed.*no saved ranker.*still serving version 2"
@@ -202,15 +201,17 @@ def test_rollout_and_rollback_under_load_lose_no_request(repository, prepared, t
                 deploy(broken, "rankflow", config=config)
             assert _ready_versions(server.http_url) == [2]
             assert _config_version(ModelStore(root), "rankflow") == [2]
-            loop.wait_for(5)
+            load.wait_for(20)
 
             assert main(["rollback", "--store", str(root)]) == 0
             back = json.loads(capsys.readouterr().out)
             assert (back["version"], back["previous"]) == (1, 2)
             assert _ready_versions(server.http_url) == [1]
-            loop.wait_for(5)
-        assert loop.failures == []
-        assert loop.ok >= 20
+            load.wait_for(20)
+        assert load.report is not None
+        record_figures("rollout_under_load", load.report.to_dict())
+        assert (load.report.failed, load.report.errors) == (0, {})
+        assert load.report.ok >= 80
         assert main(["query", "--url", server.grpc_url, "--input", str(prepared["test"])]) == 0
         assert len(capsys.readouterr().out.splitlines()) == 10
     assert serve.code == 0
@@ -218,3 +219,55 @@ def test_rollout_and_rollback_under_load_lose_no_request(repository, prepared, t
     # A restarted server comes back on the pinned version.
     with ServeProcess(root) as server:
         assert _ready_versions(server.http_url) == [1]
+
+
+def test_triton_killed_under_load_is_restarted_on_the_serving_version(
+    repository, prepared, tmp_path, record_figures
+):
+    """kill -9 of Triton while 8 callers score: the clients get a clear "cannot reach" error,
+    `rankflow serve` restarts Triton on the version that was serving, and the store is as it
+    was."""
+    root = tmp_path / "store"
+    config = DeployConfig(model_store=str(root))
+    deploy(repository, "rankflow", config=config)
+    deploy(repository, "rankflow", config=config)
+    rollout_before = (root / "rankflow" / "rollout.json").read_text()
+    rows = pq.read_table(prepared["test"]).to_pandas().head(16)
+    with ServeProcess(root) as server:
+        load = LoadRun(LoadConfig(server.grpc_url, concurrency=8, duration_s=600), rows)
+        with load:
+            load.wait_for(20)
+            os.kill(server.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                again = local_server(root)
+                if again is not None and again.pid != server.pid:
+                    break
+                time.sleep(0.5)
+            else:
+                raise AssertionError("rankflow serve did not restart Triton in 240 s")
+            assert again.grpc_url == server.grpc_url  # same ports: clients just retry
+            load.wait_for(20)
+            assert _ready_versions(again.http_url) == [2]
+        report = load.report
+        assert report is not None
+        record_figures("triton_killed_under_load", report.to_dict())
+        assert report.failed > 0
+        assert all(
+            "cannot reach Triton" in message or "failed on" in message for message in report.errors
+        ), report.errors
+        # Failures only while Triton was down, then requests succeed again.
+        assert report.ok >= 40
+    assert (root / "rankflow" / "rollout.json").read_text() == rollout_before
+    assert not list(root.rglob("*.partial-*"))
+
+
+def test_serve_gives_up_on_a_crash_loop(repository, tmp_path):
+    root = tmp_path / "store"
+    deploy(repository, "rankflow", config=DeployConfig(model_store=str(root)))
+    serve = ServeProcess(root, extra=("--max-restarts", "0"))
+    with serve as server:
+        os.kill(server.pid, signal.SIGKILL)
+        assert serve.process.wait(timeout=60) == 1
+    assert "died 1 times in 300 s: not restarting it" in serve.log.read_text()
+    assert not (root / ".triton.json").exists()
