@@ -21,6 +21,9 @@ class StepResources:
     #: for steps whose failures are often transient (a Triton that fails to come up on a busy
     #: node, a replica restarting during a deploy); bad data fails the same way every time.
     retries: int = 0
+    #: Wall-time bound of one attempt: a hung step (a Triton stuck loading, a stalled read)
+    #: fails instead of holding its node forever.
+    timeout_s: int = 3600
 
 
 RETRY_BACKOFF = "30s"
@@ -33,14 +36,14 @@ class ClusterProfile:
     ``nvidia.com/gpu.product``; ``data_pvc`` mounts an existing claim (e.g. ``k8s/pipeline/
     data-pvc.yaml``) at ``data_mount`` on the data step, so your own logs can be read from it."""
 
-    data: StepResources = StepResources(cpu="2", memory="8Gi")
-    features: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True)
-    training: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True)
+    data: StepResources = StepResources(cpu="2", memory="8Gi", timeout_s=2 * 3600)
+    features: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True, timeout_s=4 * 3600)
+    training: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True, timeout_s=8 * 3600)
     evaluation: StepResources = StepResources(cpu="2", memory="8Gi")
-    export: StepResources = StepResources(cpu="1", memory="4Gi")
-    validation: StepResources = StepResources(cpu="2", memory="8Gi", retries=2)
-    gate: StepResources = StepResources(cpu="100m", memory="256Mi")
-    deploy: StepResources = StepResources(cpu="1", memory="2Gi", retries=3)
+    export: StepResources = StepResources(cpu="1", memory="4Gi", timeout_s=1800)
+    validation: StepResources = StepResources(cpu="2", memory="8Gi", retries=2, timeout_s=1800)
+    gate: StepResources = StepResources(cpu="100m", memory="256Mi", timeout_s=300)
+    deploy: StepResources = StepResources(cpu="1", memory="2Gi", retries=3, timeout_s=1800)
     gpu_product: str | None = None
     data_pvc: str | None = None
     data_mount: str = "/data"
@@ -53,6 +56,13 @@ class ClusterProfile:
     #: Triton repository flavour: "gpu" (TensorFlow backend, the NGC image's Triton) on a GPU
     #: cluster, "cpu" (python backend) for the k8s `cpu` overlay and local runs.
     serving_flavour: str = "gpu"
+    #: The image's user (Dockerfile ``USER``): every step runs as it, never as root.
+    run_as_user: int = 1000
+    #: A Secret holding object-store credentials for your own logs (keys named as the env vars
+    #: they become, e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), injected into the data
+    #: step only. Credentials never enter the repository or the compiled pipeline.
+    data_secret: str | None = None
+    data_secret_keys: tuple[str, ...] = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
 def without_retries(profile: ClusterProfile) -> ClusterProfile:
@@ -69,6 +79,13 @@ def without_retries(profile: ClusterProfile) -> ClusterProfile:
 def _apply(task: dsl.PipelineTask, resources: StepResources, profile: ClusterProfile) -> None:
     task.set_cpu_request(resources.cpu).set_memory_request(resources.memory)
     task.set_memory_limit(resources.memory)
+    kubernetes.set_security_context(
+        task,
+        run_as_user=profile.run_as_user,
+        run_as_group=profile.run_as_user,
+        run_as_non_root=True,
+    )
+    kubernetes.set_timeout(task, resources.timeout_s)
     if resources.retries:
         task.set_retry(
             num_retries=resources.retries,
@@ -111,3 +128,9 @@ def apply_profile(
     )
     if profile.data_pvc is not None:
         kubernetes.mount_pvc(data, pvc_name=profile.data_pvc, mount_path=profile.data_mount)
+    if profile.data_secret is not None:
+        kubernetes.use_secret_as_env(
+            data,
+            secret_name=profile.data_secret,
+            secret_key_to_env={key: key for key in profile.data_secret_keys},
+        )

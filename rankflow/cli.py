@@ -71,6 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     comp = sub.add_parser("compile", help="compile the pipeline to IR YAML")
     comp.add_argument("--output", type=Path, help="default: the committed pipelines/compiled/ file")
     comp.add_argument("--data-pvc", help="mount this PersistentVolumeClaim on the data step")
+    comp.add_argument(
+        "--data-secret",
+        help="inject this Secret's object-store credentials (AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY) into the data step as environment variables",
+    )
     comp.add_argument("--gpu-product", help="nvidia.com/gpu.product node label for GPU steps")
     submit = sub.add_parser("submit", help="submit the compiled pipeline to Kubeflow")
     submit.add_argument("--host", required=True)
@@ -144,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "compile":
         from pipelines.profile import ClusterProfile
 
-        profile = ClusterProfile(data_pvc=args.data_pvc, gpu_product=args.gpu_product)
+        profile = ClusterProfile(
+            data_pvc=args.data_pvc, data_secret=args.data_secret, gpu_product=args.gpu_product
+        )
         path = compile_pipeline(args.output or COMPILED_PIPELINE, profile=profile)
         logger.info("compiled %s", path)
         return 0

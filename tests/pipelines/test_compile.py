@@ -163,6 +163,37 @@ def test_transient_steps_retry_with_backoff_and_the_rest_fail_fast():
     assert policy["backoffMaxDuration"] == "300s"
 
 
+def test_every_step_runs_as_the_image_user_with_a_deadline():
+    _, platform = _ir(COMPILED_PIPELINE)
+    kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(kube) == {f"exec-{step}" for step in STEPS}
+    for name, executor in kube.items():
+        assert executor["securityContext"] == {
+            "runAsUser": "1000",
+            "runAsGroup": "1000",
+            "runAsNonRoot": True,
+        }, name
+        assert 0 < int(executor["activeDeadlineSeconds"]) <= 8 * 3600, name
+        assert "secretAsEnv" not in executor, name
+
+
+def test_data_credentials_come_from_a_secret_on_the_data_step_only(tmp_path):
+    from kfp import compiler
+
+    from pipelines.ranking import build_pipeline
+
+    path = tmp_path / "with-secret.yaml"
+    profile = ClusterProfile(data_secret="s3-credentials")
+    compiler.Compiler().compile(build_pipeline(profile), str(path))
+    _, platform = _ir(path)
+    kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    with_secret = {name for name, e in kube.items() if "secretAsEnv" in e}
+    assert with_secret == {"exec-prepare-data"}
+    (env,) = kube["exec-prepare-data"]["secretAsEnv"]
+    assert env["secretName"] == "s3-credentials"
+    assert {k["envVar"] for k in env["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
 def test_local_runs_do_not_retry(tmp_path):
     from kfp import compiler
 
