@@ -9,11 +9,14 @@ ARGS ?=
 URL ?= 127.0.0.1:8001
 MODEL ?= rankflow
 PYKUSTOMIZE := pykustomize==0.1.4
+# pip-audit is a tool, not a dependency: its own venv keeps it out of the lock.
+PIP_AUDIT := pip-audit==2.10.1
+AUDIT_VENV := build/audit-venv
 INPUT ?= $(firstword $(wildcard runs/latest/artifacts/*/prepare-data/test_data))
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup run test compile submit serve query rollback manifests bench bench-quick lint format lock clean
+.PHONY: help setup run test compile submit serve query rollback manifests bench bench-quick audit lint format lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -73,6 +76,10 @@ lint: $(STAMP) ## ruff lint + format check
 format: $(STAMP) ## ruff format + autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+audit: $(STAMP) ## Known vulnerabilities of requirements.lock (pip-audit, PyPI data) -> SECURITY.md
+	test -x $(AUDIT_VENV)/bin/pip-audit || { $(PYTHON_BOOTSTRAP) -m venv $(AUDIT_VENV) && $(AUDIT_VENV)/bin/pip install --quiet "$(PIP_AUDIT)"; }
+	$(PY) -m security.audit --pip-audit $(AUDIT_VENV)/bin/pip-audit
 
 lock: ## Rebuild requirements.lock from the current .venv (after a deliberate upgrade)
 	$(PY) -m pip freeze --exclude-editable | grep -v -e '^-e ' -e '^pykustomize==' > requirements.lock
