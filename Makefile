@@ -12,6 +12,7 @@ PYKUSTOMIZE := pykustomize==0.1.4
 # pip-audit is a tool, not a dependency: its own venv keeps it out of the lock.
 PIP_AUDIT := pip-audit==2.10.1
 AUDIT_VENV := build/audit-venv
+ADVISORY_DB ?=
 INPUT ?= $(firstword $(wildcard runs/latest/artifacts/*/prepare-data/test_data))
 
 .DEFAULT_GOAL := help
@@ -77,9 +78,13 @@ format: $(STAMP) ## ruff format + autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-audit: $(STAMP) ## Known vulnerabilities of requirements.lock (pip-audit, PyPI data) -> SECURITY.md
-	test -x $(AUDIT_VENV)/bin/pip-audit || { $(PYTHON_BOOTSTRAP) -m venv $(AUDIT_VENV) && $(AUDIT_VENV)/bin/pip install --quiet "$(PIP_AUDIT)"; }
-	$(PY) -m security.audit --pip-audit $(AUDIT_VENV)/bin/pip-audit
+audit: $(STAMP) ## Known vulnerabilities of the lock -> SECURITY.md (ADVISORY_DB=<pypa/advisory-database checkout> offline, else pip-audit)
+	if [ -n "$(ADVISORY_DB)" ]; then \
+		$(PY) -m security.audit --advisory-db "$(ADVISORY_DB)"; \
+	else \
+		test -x $(AUDIT_VENV)/bin/pip-audit || { $(PYTHON_BOOTSTRAP) -m venv $(AUDIT_VENV) && $(AUDIT_VENV)/bin/pip install --quiet "$(PIP_AUDIT)"; }; \
+		$(PY) -m security.audit --pip-audit $(AUDIT_VENV)/bin/pip-audit; \
+	fi
 
 lock: ## Rebuild requirements.lock from the current .venv (after a deliberate upgrade)
 	$(PY) -m pip freeze --exclude-editable | grep -v -e '^-e ' -e '^pykustomize==' > requirements.lock

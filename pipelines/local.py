@@ -76,10 +76,31 @@ def _capture(timer: StepTimer) -> Iterator[None]:
     # output with print(): swapping stdout sees both, and keeps the terminal to a progress bar.
     original = sys.stdout
     sys.stdout = _Tee(timer)
+    # A cache hit is logged on the root logger outside those task contexts (and below the
+    # default WARNING level): a handler of its own hears it for the run's duration.
+    root = logging.getLogger()
+    level = root.level
+    hits = _CacheHits(timer)
+    root.addHandler(hits)
+    if level > logging.INFO:
+        root.setLevel(logging.INFO)
     try:
         yield
     finally:
         sys.stdout = original
+        root.removeHandler(hits)
+        root.setLevel(level)
+
+
+class _CacheHits(logging.Handler):
+    def __init__(self, timer: StepTimer) -> None:
+        super().__init__(logging.INFO)
+        self._timer = timer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if " cache hit" in message:
+            self._timer.feed(message + "\n")
 
 
 def run_local(
@@ -256,7 +277,15 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     else:
         lines.append(f"  Triton infra-validation failed: {serving['infra_reasons']}")
     if serving["version"] is None:
-        lines.append("  not deployed: the model was not blessed")
+        gates = [
+            name
+            for name, passed in (
+                ("evaluation", summary["blessed"]),
+                ("infra-validation", serving["infra_blessed"]),
+            )
+            if not passed
+        ]
+        lines.append(f"  not deployed: not blessed by {' and '.join(gates) or 'the gate'}")
     else:
         where = (
             f"now serving on gRPC {serving['grpc_url']}"

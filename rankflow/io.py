@@ -55,6 +55,29 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return path
 
 
+def persist_metrics(*artifacts) -> None:  # kfp.dsl.Metrics / ClassificationMetrics
+    """Write each metrics artifact's values to its path as JSON.
+
+    KFP keeps metrics in artifact metadata and writes no file; kfp.local's cache treats an
+    output whose file is missing as a miss, so a step with metrics would never be reused by
+    ``rankflow run --resume``. The file also lets anyone read the values without MLMD.
+    """
+    import json
+
+    for artifact in artifacts:
+        atomic_write_text(artifact.path, json.dumps(artifact.metadata, indent=2, default=str))
+
+
+def harden_pyarrow() -> None:
+    """Refuse pickled Arrow extension types before any parquet from outside is read.
+
+    pyarrow 12 unpickles ``arrow.py_extension_type`` metadata when it reads a file: a crafted
+    parquet runs code (CVE-2023-47248, fixed in pyarrow 14.0.1). ``pyarrow_hotfix`` turns that
+    into an error; importing it once protects the whole process.
+    """
+    import pyarrow_hotfix  # noqa: F401
+
+
 def parquet_parts(directory: str | Path) -> list[Path]:
     """The ``*.parquet`` files of a directory in part order (``part_2`` before ``part_10``).
 

@@ -1,10 +1,13 @@
 """Known vulnerabilities of requirements.lock, written to SECURITY.md.
 
-    python -m security.audit [--pip-audit PATH]   # `make audit`
+    python -m security.audit --advisory-db DIR     # offline: a pypa/advisory-database checkout
+    python -m security.audit --pip-audit PATH      # online: pip-audit, PyPI's advisory data
 
-Runs pip-audit (its own venv: it is a tool, not a dependency) on the lock exactly as pinned
-(``--no-deps --disable-pip``; PyPI's advisory data, the one vulnerability service reachable
-here) and renders every finding with the reason its pin stays, from ``security/accepted.yaml``.
+Two sources of the same data (the PyPA advisory database, OSV format): offline, a checkout of
+github.com/pypa/advisory-database matched against the pins here; online, pip-audit (its own
+venv: a tool, not a dependency) on the lock exactly as pinned (``--no-deps --disable-pip``),
+when PyPI's per-version JSON API is reachable. Every finding is rendered with the reason its
+pin stays, from ``security/accepted.yaml``.
 Pins the stack requires (TensorFlow 2.12 for merlin-models, numpy < 2 for pytriton, ...) are
 not upgraded silently: a finding without a reason is listed as **unreviewed**. The report
 records the lock's sha256, so a test can tell when it no longer describes the lock.
@@ -16,6 +19,7 @@ import argparse
 import hashlib
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -59,7 +63,92 @@ def run_pip_audit(pip_audit: Path, lock: Path) -> list[dict[str, Any]]:
     return json.loads(done.stdout)["dependencies"]
 
 
-def render(dependencies: list[dict[str, Any]], accepted: dict[str, str], digest: str) -> str:
+def read_lock(lock: Path) -> dict[str, str]:
+    """``name==version`` lines -> {normalized name: version}."""
+    pins = {}
+    for line in lock.read_text().splitlines():
+        name, sep, version = line.strip().partition("==")
+        if sep and not name.startswith("#"):
+            pins[_normalize(name)] = version.split(";")[0].strip()
+    return pins
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _affected(version: str, entry: dict[str, Any]) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    if version in [str(v) for v in entry.get("versions", [])]:
+        return True
+    try:
+        pinned = Version(version)
+    except InvalidVersion:
+        return False
+    for spec in entry.get("ranges", []):
+        if spec.get("type") != "ECOSYSTEM":
+            continue
+        introduced = None
+        for event in spec.get("events", []):
+            if "introduced" in event:
+                introduced = (
+                    Version("0")
+                    if event["introduced"] == "0"
+                    else Version(str(event["introduced"]))
+                )
+            elif introduced is not None and "fixed" in event:
+                if introduced <= pinned < Version(str(event["fixed"])):
+                    return True
+                introduced = None
+            elif introduced is not None and "last_affected" in event:
+                if introduced <= pinned <= Version(str(event["last_affected"])):
+                    return True
+                introduced = None
+        if introduced is not None and pinned >= introduced:
+            return True
+    return False
+
+
+def osv_dependencies(db: Path, pins: dict[str, str]) -> list[dict[str, Any]]:
+    """pip-audit's shape (name, version, vulns) from an OSV advisory directory."""
+    dependencies = []
+    for name, version in sorted(pins.items()):
+        vulns = []
+        for path in sorted((db / "vulns" / name).glob("*.yaml")):
+            advisory = yaml.safe_load(path.read_text())
+            if advisory.get("withdrawn"):
+                continue
+            entries = [
+                e
+                for e in advisory.get("affected", [])
+                if _normalize(e.get("package", {}).get("name", "")) == name
+            ]
+            if any(_affected(version, e) for e in entries):
+                fixed = sorted(
+                    {
+                        str(event["fixed"])
+                        for e in entries
+                        for r in e.get("ranges", [])
+                        for event in r.get("events", [])
+                        if "fixed" in event
+                    }
+                )
+                vulns.append(
+                    {"id": advisory["id"], "aliases": advisory.get("aliases", []),
+                     "fix_versions": fixed}
+                )  # fmt: skip
+        dependencies.append({"name": name, "version": version, "vulns": vulns})
+    return dependencies
+
+
+def render(
+    dependencies: list[dict[str, Any]],
+    accepted: dict[str, str],
+    digest: str,
+    *,
+    source: str = "pip-audit, PyPI advisory data",
+) -> str:
     findings = [
         (dep["name"], dep["version"], vuln) for dep in dependencies for vuln in dep.get("vulns", [])
     ]
@@ -68,9 +157,8 @@ def render(dependencies: list[dict[str, Any]], accepted: dict[str, str], digest:
         "# Security",
         "",
         "Known vulnerabilities of the pinned dependencies (`requirements.lock`), from "
-        "`make audit` (pip-audit, PyPI advisory data) on "
-        f"{time.strftime('%Y-%m-%d')}. {LOCK_MARKER}{digest}` (a test fails when the lock "
-        "changes and this report does not).",
+        f"`make audit` ({source}) on {time.strftime('%Y-%m-%d')}. {LOCK_MARKER}{digest}` "
+        "(a test fails when the lock changes and this report does not).",
         "",
         f"{len(dependencies)} packages audited, {len(findings)} advisories in "
         f"{len({name for name, _, _ in findings})} packages"
@@ -105,9 +193,23 @@ def render(dependencies: list[dict[str, Any]], accepted: dict[str, str], digest:
     return "\n".join(lines)
 
 
+def _db_date(db: Path) -> str:
+    """The snapshot's date, from its newest advisory's ``modified`` field."""
+    newest = ""
+    for path in (db / "vulns").glob("*/*.yaml"):
+        match = re.search(r"^modified: ['\"]?([0-9T:.-]+)", path.read_text(), re.MULTILINE)
+        if match:
+            newest = max(newest, match.group(1))
+    return f"advisories up to {newest[:10]}" if newest else "undated"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m security.audit", description=__doc__)
-    parser.add_argument("--pip-audit", type=Path, required=True, help="the pip-audit executable")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pip-audit", type=Path, help="the pip-audit executable (online)")
+    source.add_argument(
+        "--advisory-db", type=Path, help="a pypa/advisory-database checkout (offline)"
+    )
     parser.add_argument("--lock", type=Path, default=LOCK)
     parser.add_argument("--out", type=Path, default=REPORT)
     args = parser.parse_args(argv)
@@ -115,8 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     accepted = {
         str(k).lower(): str(v) for k, v in (yaml.safe_load(ACCEPTED.read_text()) or {}).items()
     }
-    dependencies = run_pip_audit(args.pip_audit, args.lock)
-    args.out.write_text(render(dependencies, accepted, lock_digest(args.lock)))
+    if args.advisory_db is not None:
+        if not (args.advisory_db / "vulns").is_dir():
+            parser.error(f"{args.advisory_db} is not a pypa/advisory-database checkout (no vulns/)")
+        dependencies = osv_dependencies(args.advisory_db, read_lock(args.lock))
+        label = f"PyPA advisory database, offline copy: {_db_date(args.advisory_db)}"
+    else:
+        dependencies = run_pip_audit(args.pip_audit, args.lock)
+        label = "pip-audit, PyPI advisory data"
+    args.out.write_text(render(dependencies, accepted, lock_digest(args.lock), source=label))
     logger.info("wrote %s", args.out)
     return 0
 

@@ -32,6 +32,9 @@ class ClientConfig:
 
 def read_rows(path: str | Path) -> pd.DataFrame:
     """Raw rows from parquet (file or directory), CSV, JSON array or JSON lines."""
+    from rankflow.io import harden_pyarrow
+
+    harden_pyarrow()  # rows from anywhere
     path = Path(path)
     if not path.exists():
         raise ClientError(f"input not found: {path}")

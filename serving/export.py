@@ -81,14 +81,36 @@ def _config_pbtxt(config: ExportConfig, inputs: dict[str, np.dtype], tasks: tupl
     return "\n".join(lines) + "\n"
 
 
+def _compile_bytecode(source: Path) -> None:
+    """Write ``model.py``'s bytecode now, checked against the source by hash.
+
+    Triton's python stub imports ``model.py`` and would write ``__pycache__`` into the version
+    directory, which must match its sealed manifest; with the bytecode already there (and in
+    the manifest) the import reads it instead. Hash-checked, so copies into the store stay
+    valid whatever their timestamps. The export step runs on the serving image's Python.
+    """
+    import importlib.util
+    import py_compile
+
+    py_compile.compile(
+        str(source),
+        cfile=importlib.util.cache_from_source(str(source)),
+        doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+    )
+
+
 def seal_versions(repository: Path) -> None:
     """Seal every ``<model>/<version>`` directory: Triton loads (and the store publishes) a
-    version directory on its own, so each carries its own manifest besides the repository's."""
+    version directory on its own, so each carries its own manifest besides the repository's.
+    Python backend modules get their bytecode first (see ``_compile_bytecode``)."""
     from rankflow import integrity
 
     for config in sorted(Path(repository).glob("*/config.pbtxt")):
         for version in sorted(config.parent.iterdir()):
             if version.is_dir() and version.name.isdigit():
+                for module in sorted(version.glob("*.py")):
+                    _compile_bytecode(module)
                 integrity.seal(version)
 
 

@@ -14,7 +14,7 @@ def test_report_is_for_the_current_lock():
     assert match.group(1) == lock_digest(), (
         "requirements.lock changed since SECURITY.md was written: run `make audit` and review"
     )
-    assert "**unreviewed**" not in text, "a new advisory needs a reason in security/accepted.yaml"
+    assert "| **unreviewed** |" not in text, "an advisory needs a reason in security/accepted.yaml"
 
 
 def test_render_lists_each_advisory_with_its_reason():

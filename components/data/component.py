@@ -27,6 +27,7 @@ def prepare_data(
     from components.data.split import SplitConfig
     from components.data.synthetic import SyntheticConfig
     from rankflow.integrity import record
+    from rankflow.io import persist_metrics
 
     prepared = run(
         data_source,
@@ -48,3 +49,4 @@ def prepare_data(
     data_stats.log_metric("duplicate_rows_dropped", prepared.duplicates)
     for task, positives in prepared.report.positives.items():
         data_stats.log_metric(f"{task}_rate", positives / prepared.report.rows)
+    persist_metrics(data_stats)

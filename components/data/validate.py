@@ -56,6 +56,9 @@ def open_dataset(source: str | Path, columns: tuple[str, ...]):  # -> pyarrow.da
     import pyarrow as pa
     import pyarrow.dataset as ds
 
+    from rankflow.io import harden_pyarrow
+
+    harden_pyarrow()  # the log comes from outside the pipeline
     path = Path(source)
     if not path.exists():
         raise DataValidationError(f"raw data not found: {source}")
@@ -70,6 +73,13 @@ def open_dataset(source: str | Path, columns: tuple[str, ...]):  # -> pyarrow.da
         schema = dataset.schema
     except (pa.ArrowInvalid, OSError) as err:
         raise DataValidationError(f"cannot read {fmt} data at {source}: {err}") from err
+    except RuntimeError as err:
+        if "Disallowed deserialization" not in str(err):
+            raise
+        raise DataValidationError(
+            f"refusing {source}: it holds a pickled Arrow extension type, which would run code "
+            "when read (CVE-2023-47248)"
+        ) from err
     missing = [c for c in columns if c not in schema.names]
     if missing:
         raise DataValidationError(

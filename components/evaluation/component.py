@@ -37,7 +37,7 @@ def evaluate_ranker(
     from components.evaluation.evaluate import BlessingPolicy, markdown_report
     from components.evaluation.evaluate import evaluate_ranker as run
     from rankflow.integrity import checked, record
-    from rankflow.io import atomic_write_text
+    from rankflow.io import atomic_write_text, persist_metrics
     from rankflow.spec import DatasetSpec
 
     spec = DatasetSpec.load(checked(dataset_spec))
@@ -56,6 +56,7 @@ def evaluate_ranker(
     for task in result.tasks.values():
         fpr, tpr, thresholds = task.roc
         rocs[task.stage].log_roc_curve(fpr, tpr, thresholds)
+    persist_metrics(metrics, click_roc, conversion_roc)
     atomic_write_text(report.path, markdown_report(result))
     atomic_write_text(evaluation.path, result.to_json())
     record(report)

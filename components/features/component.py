@@ -24,6 +24,7 @@ def engineer_features(
 
     from components.features.workflow import FeatureConfig, run_feature_engineering
     from rankflow.integrity import checked, record
+    from rankflow.io import persist_metrics
     from rankflow.spec import DatasetSpec
 
     cardinalities = run_feature_engineering(
@@ -45,3 +46,4 @@ def engineer_features(
         record(artifact)
     for column, cardinality in cardinalities.items():
         feature_stats.log_metric(f"cardinality_{column}", cardinality)
+    persist_metrics(feature_stats)

@@ -30,7 +30,7 @@ def validate_on_triton(
     import pyarrow.dataset as ds
 
     from rankflow.integrity import checked, record
-    from rankflow.io import atomic_write_text
+    from rankflow.io import atomic_write_text, persist_metrics
     from rankflow.spec import DatasetSpec
     from serving.validate import InfraValidationConfig, infra_validate
 
@@ -47,6 +47,7 @@ def validate_on_triton(
         infra_metrics.log_metric(f"{task}_skew_max_abs", value)
     for name, value in report.latency_ms.items():
         infra_metrics.log_metric(f"latency_ms_{name}_batch{batch_size}", value)
+    persist_metrics(infra_metrics)
     atomic_write_text(infra_report.path, json.dumps(asdict(report), indent=2))
     record(infra_report)
     return namedtuple("InfraValidationOutputs", ["blessed"])(report.blessed)

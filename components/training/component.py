@@ -31,6 +31,7 @@ def train_ranker(
     from components.training.ranker import RankerConfig, parse_sizes
     from components.training.ranker import train_ranker as run
     from rankflow.integrity import checked, record
+    from rankflow.io import persist_metrics
 
     config = RankerConfig(
         architecture=architecture,
@@ -56,3 +57,4 @@ def train_ranker(
     ranker.metadata["architecture"] = architecture
     for name, values in history.items():
         training_metrics.log_metric(name.replace("/", "_"), values[-1])
+    persist_metrics(training_metrics)

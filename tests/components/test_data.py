@@ -219,6 +219,44 @@ def test_bad_logs_fail_the_data_step_and_write_nothing(raw_log, tmp_path, write,
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+EVIL_WRITER = """
+import os, sys
+import pyarrow as pa, pyarrow.parquet as pq
+
+class Evil(pa.PyExtensionType):
+    def __init__(self):
+        super().__init__(pa.int64())
+
+    def __reduce__(self):
+        return (os.system, (f"touch {sys.argv[1]}",))
+
+column = pa.ExtensionArray.from_storage(Evil(), pa.array([1, 2, 3], pa.int64()))
+pq.write_table(pa.table({"user_id": column}), sys.argv[2])
+"""
+
+
+def test_parquet_that_would_run_code_when_read_is_refused(tmp_path):
+    """CVE-2023-47248 (pyarrow < 14.0.1): reading a pickled extension type runs its pickle."""
+    import subprocess
+    import sys
+
+    marker, evil = tmp_path / "pwned", tmp_path / "log.parquet"
+    subprocess.run([sys.executable, "-c", EVIL_WRITER, str(marker), str(evil)], check=True)
+    # Proof the file is live: plain pyarrow in a fresh process runs the payload.
+    subprocess.run(
+        [sys.executable, "-c", "import pyarrow.parquet as pq, sys; pq.read_schema(sys.argv[1])",
+         str(evil)],
+        check=False,
+        capture_output=True,
+    )  # fmt: skip
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(DataValidationError, match="pickled Arrow extension type"):
+        _prepare(evil, tmp_path)
+    assert not marker.exists()
+    assert not (tmp_path / "out").exists()
+
+
 def test_spec_naming_an_absent_column_is_refused(raw_log, tmp_path):
     raw_log.to_parquet(tmp_path / "log.parquet")
     spec = synthetic_spec().to_dict()
@@ -332,3 +370,11 @@ def test_component_writes_named_artifacts(artifact):
     assert 0 < stats["conversion_rate"] < stats["click_rate"] < 1
     assert DatasetSpec.load(outs["dataset_spec"].path) == synthetic_spec()
     assert pq.read_table(outs["test_data"].path).num_rows == stats["test_rows"]
+    # Every output records its digest; a consumer refuses one changed after it was written.
+    from rankflow.integrity import IntegrityError, checked
+
+    for name in ("train_data", "valid_data", "test_data", "dataset_spec"):
+        assert checked(outs[name]) == Path(outs[name].path)
+    Path(outs["dataset_spec"].path).write_text(synthetic_spec().to_yaml().replace("click", "clk"))
+    with pytest.raises(IntegrityError, match="dataset_spec: sha256"):
+        checked(outs["dataset_spec"])

@@ -28,7 +28,13 @@ def test_export_then_validate_on_triton(artifact, prepared, features, trained):
     )
     config = (Path(serving_model.path) / "rankflow" / "config.pbtxt").read_text()
     assert "max_batch_size: 256" in config
+    digest = serving_model.metadata.pop("sha256")
     assert serving_model.metadata == {"model_name": "rankflow", "flavour": "cpu"}
+    # The recorded digest is the repository's sealed manifest.
+    from rankflow import integrity
+
+    assert digest == integrity.verify(serving_model.path)
+    serving_model.metadata["sha256"] = digest
 
     metrics = artifact(dsl.Metrics, "infra_metrics")
     report = artifact(dsl.Artifact, "infra_report")
@@ -62,6 +68,7 @@ def test_export_then_validate_on_triton(artifact, prepared, features, trained):
         )
         assert result.version == expected
     assert json.loads(Path(deployment.path).read_text())["previous"] == 1
+    assert deployment.metadata.pop("sha256")
     assert deployment.metadata == {"model_name": "rankflow", "version": 2, "servers": []}
     assert (store / "rankflow" / "2" / "model.py").is_file()
 

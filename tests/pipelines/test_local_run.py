@@ -56,12 +56,15 @@ def test_local_pipeline_run_writes_summary(tmp_path):
 
 
 @pytest.mark.slow
-def test_failed_run_resumes_and_a_model_below_the_bar_is_not_deployed(tmp_path):
+def test_failed_run_resumes_and_a_model_failing_infra_validation_is_not_deployed(tmp_path):
     """A run that dies at training keeps its data and features; `--resume` starts at training.
-    The resumed model misses the bar, so nothing is deployed."""
+    The resumed model passes evaluation but not infra-validation (no skew is small enough for
+    a negative tolerance), so it never reaches the model store."""
     arguments = {
         "synthetic_rows": 5_000,
-        "min_auc_click": 0.99,
+        "min_auc_click": 0.5,
+        "min_auc_conversion": 0.5,
+        "skew_tolerance": -1.0,
         "infra_rows": 64,
         "model_store": str(tmp_path / "store"),
     }
@@ -73,12 +76,13 @@ def test_failed_run_resumes_and_a_model_below_the_bar_is_not_deployed(tmp_path):
     timings = summary["timings_s"]
     assert timings["prepare-data"] == timings["engineer-features"] == 0.0  # reused
     assert timings["train-ranker"] > 0
-    assert summary["blessed"] is False
-    assert summary["serving"]["infra_blessed"] is True
+    assert summary["blessed"] is True
+    assert summary["serving"]["infra_blessed"] is False
+    assert "> -1e+00" in summary["serving"]["infra_reasons"][0]
     assert summary["serving"]["version"] is None
     assert "deploy-model" not in summary["timings_s"]
     assert not (tmp_path / "store").exists()
-    assert "not deployed" in format_summary(summary)
+    assert "not deployed: not blessed by infra-validation" in format_summary(summary)
 
 
 def test_failed_step_is_reported_with_its_log(tmp_path):
