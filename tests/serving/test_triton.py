@@ -87,3 +87,40 @@ def test_a_server_hanging_in_loading_times_out(tmp_path):
 def test_missing_repository(tmp_path):
     with pytest.raises(TritonError, match="model repository not found"):
         TritonServer(TritonConfig(tmp_path / "absent")).start()
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp{,6})."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_local_server_listens_on_loopback_only_in_explicit_mode(triton):
+    """The local Triton is reachable from this machine only, and loads only what it is told."""
+    import tritonclient.http as http
+
+    # 127.0.0.1, ::ffff:127.0.0.1 and ::1 as /proc/net/tcp{,6} spell them.
+    loopback = {
+        "0100007F",
+        "0000000000000000FFFF00000100007F",
+        "00000000000000000000000001000000",
+    }
+    ports = triton.config.ports
+    for port in (ports.http, ports.grpc, ports.metrics):
+        addresses = _listening(port)
+        assert addresses and addresses <= loopback, (port, addresses)
+    client = http.InferenceServerClient(triton.http_url)
+    try:
+        index = client.get_model_repository_index()
+        assert [(m["name"], m.get("state")) for m in index] == [("rankflow", "READY")]
+        # Explicit model control: the server accepts load/unload requests (the deploy path).
+        client.load_model("rankflow")
+        assert client.is_model_ready("rankflow")
+    finally:
+        client.close()
