@@ -11,13 +11,13 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_dir(final: str | Path, *, sealed: bool = True) -> Iterator[Path]:
+def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield a scratch directory that becomes ``final`` only if the block completes.
 
     A step that fails (or is killed) half-way leaves no half-written artifact at ``final``: the
     scratch directory sits beside it, so the closing rename is atomic on the same filesystem.
-    ``sealed``: write the sha256 manifest (:mod:`rankflow.integrity`) before publishing, so
-    every loader can check the artifact is the one written here.
+    The sha256 manifest (:mod:`rankflow.integrity`) is written before publishing, so every
+    loader can check the artifact is the one written here.
     """
     from rankflow import integrity
 
@@ -31,8 +31,7 @@ def atomic_dir(final: str | Path, *, sealed: bool = True) -> Iterator[Path]:
     scratch.mkdir()
     try:
         yield scratch
-        if sealed:
-            integrity.seal(scratch)
+        integrity.seal(scratch)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise

@@ -165,12 +165,13 @@ def run_feature_engineering(
         _maybe_cluster(config, gpu=not cpu),
         tempfile.TemporaryDirectory(prefix="rankflow-categories-") as categories_dir,
     ):
+        # Before the fit: a drifted split fails in seconds, not after the longest part.
+        _check_split_schemas(splits, [*spec.feature_columns, *spec.target_columns])
         workflow = build_workflow(spec, categories_dir=categories_dir)
         # The workflow selects its own columns: timestamps and true probabilities never enter it.
         workflow.fit(Dataset(str(splits["train"]), **engine_kwargs))
         cardinalities = _cardinalities(spec, workflow)
         _check_vocabularies(spec, cardinalities)
-        _check_split_schemas(splits, workflow.input_schema.column_names)
         compiled = _compiled_for_transform(workflow, cpu=cpu, config=config)
         for name, source in splits.items():
             with atomic_dir(outputs[name]) as scratch:
