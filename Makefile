@@ -14,10 +14,11 @@ PIP_AUDIT := pip-audit==2.10.1
 AUDIT_VENV := build/audit-venv
 ADVISORY_DB ?=
 INPUT ?= $(firstword $(wildcard runs/latest/artifacts/*/prepare-data/test_data))
+KEEP ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup run test compile submit serve query rollback manifests bench bench-quick audit lint format lock clean
+.PHONY: help setup run runs test test-fast compile submit serve query rollback manifests bench bench-quick audit lint format lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -36,11 +37,17 @@ $(STAMP): requirements.lock pyproject.toml Makefile
 
 setup: $(STAMP) ## Create .venv from requirements.lock (skipped when the lock is unchanged)
 
-run: $(STAMP) ## Run the pipeline locally (kfp.local) on the synthetic log; writes runs/latest/summary.json
+run: $(STAMP) ## Run the pipeline locally (kfp.local) on the synthetic log into runs/<run id>/ (runs/latest)
 	$(VENV)/bin/rankflow run $(ARGS)
 
-test: $(STAMP) ## Run the default test suite
+runs: $(STAMP) ## List the local runs (id, data, architecture, AUC, blessed, deployed); KEEP=N prunes to the newest N
+	$(VENV)/bin/rankflow runs $(if $(KEEP),--keep $(KEEP)) $(ARGS)
+
+test: $(STAMP) ## Run the whole test suite
 	$(PY) -m pytest $(ARGS)
+
+test-fast: $(STAMP) ## Run the fast tier (no Merlin, TensorFlow or Triton imported; well under a minute)
+	$(PY) -m pytest --fast-tier $(ARGS)
 
 compile: $(STAMP) ## Compile the pipeline to pipelines/compiled/rankflow_ranking.yaml
 	$(VENV)/bin/rankflow compile
@@ -70,9 +77,11 @@ bench: $(STAMP) ## Full benchmark suite (long; not for CI): bench/results.json, 
 bench-quick: $(STAMP) ## Smoke benchmarks (a few minutes) into build/bench/
 	$(PY) -m bench --quick --out build/bench/results.json --markdown build/bench/BENCHMARKS.md --plots build/bench/plots $(ARGS)
 
-lint: $(STAMP) ## ruff lint + format check
+lint: $(STAMP) ## ruff lint + format check, the layer contract (import-linter), top-level names
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m rankflow.packaging
 
 format: $(STAMP) ## ruff format + autofix
 	$(VENV)/bin/ruff format .
@@ -89,5 +98,5 @@ audit: $(STAMP) ## Known vulnerabilities of the lock -> SECURITY.md (ADVISORY_DB
 lock: ## Rebuild requirements.lock from the current .venv (after a deliberate upgrade)
 	$(PY) -m pip freeze --exclude-editable | grep -v -e '^-e ' -e '^pykustomize==' > requirements.lock
 
-clean: ## Remove runs and caches (keeps .venv)
-	rm -rf runs .pytest_cache .ruff_cache
+clean: ## Remove caches and build output (keeps .venv and runs/: prune runs with `make runs KEEP=N`)
+	rm -rf build .pytest_cache .ruff_cache .import_linter_cache

@@ -72,7 +72,7 @@ class Workspace:
     def features(self, rows: int) -> dict[str, Path]:
         if rows not in self._features:
             from components.features.workflow import FeatureConfig, run_feature_engineering
-            from rankflow.spec import DatasetSpec
+            from rankflow.core.spec import DatasetSpec
 
             prepared = self.prepared(rows)
             root = self.root / f"features-{rows}"

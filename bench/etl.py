@@ -33,7 +33,7 @@ from bench.common import Workspace, median, parquet_rows, progress
 if TYPE_CHECKING:
     import pandas as pd
 
-    from rankflow.spec import DatasetSpec
+    from rankflow.core.spec import DatasetSpec
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,8 @@ def run_rankflow(spec: DatasetSpec, source: Path, out: Path) -> None:
 def run_nvtabular(spec: DatasetSpec, source: Path, out: Path) -> None:
     from merlin.io import Dataset
 
-    from components.features.workflow import build_workflow, gpu_available
+    from components.features.workflow import build_workflow
+    from rankflow.core.device import gpu_available
 
     engine = {"engine": "parquet", "part_size": "64MB", "cpu": not gpu_available()}
     with tempfile.TemporaryDirectory(prefix="rankflow-bench-categories-") as categories:
@@ -177,7 +178,7 @@ def compare(spec: DatasetSpec, nvt_out: Path, pandas_out: Path) -> dict[str, Any
 
 
 def bench_etl(workspace: Workspace, *, sizes: list[int], repeats: int) -> dict[str, Any]:
-    from rankflow.spec import DatasetSpec
+    from rankflow.core.spec import DatasetSpec
 
     results = []
     for rows in sizes:

@@ -123,7 +123,7 @@ def bench_serving(
     requests: int,
     warmup: int,
 ) -> dict[str, Any]:
-    from rankflow.spec import DatasetSpec
+    from rankflow.core.spec import DatasetSpec
     from serving.client import ClientConfig, RankflowClient, read_rows
     from serving.export import MODEL_NAME, ExportConfig, export_cpu_repository
     from serving.scorer import RankerScorer

@@ -61,7 +61,7 @@ def build_artifacts(workdir: Path, *, rows: int, seed: int) -> dict[str, Path]:
     from components.data.synthetic import SyntheticConfig
     from components.features.workflow import FeatureConfig, run_feature_engineering
     from components.training.ranker import RankerConfig, train_ranker
-    from rankflow.spec import DatasetSpec
+    from rankflow.core.spec import DatasetSpec
 
     paths = {
         "spec": workdir / "prepared" / "spec.yaml",
@@ -108,8 +108,8 @@ def export_layouts(paths: dict[str, Path], repository: Path) -> list[Layout]:
     """All three layouts side by side in ``repository``."""
     from google.protobuf import text_format
 
-    from rankflow.io import atomic_dir
-    from rankflow.spec import DatasetSpec
+    from rankflow.core.artifacts import atomic_dir
+    from rankflow.core.spec import DatasetSpec
     from serving.ensemble import load_ensemble_artifacts, write_ensemble
     from serving.export import ExportConfig, export_cpu_repository
 
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     np.random.seed(args.seed)
     import pyarrow.dataset as ds
 
-    from rankflow.spec import DatasetSpec
+    from rankflow.core.spec import DatasetSpec
     from serving.scorer import RankerScorer
     from serving.triton import TritonConfig, TritonServer
 

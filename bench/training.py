@@ -39,9 +39,9 @@ def _materialise(path: Path, batch_size: int):
     import numpy as np
     import tensorflow as tf
 
-    from components.training.ranker import _loader
+    from rankflow.core.artifacts import split_loader
 
-    loader = _loader(path, batch_size=8192, shuffle=False)
+    loader = split_loader(path, batch_size=8192, shuffle=False)
     features: dict[str, list] = {}
     targets: dict[str, list] = {}
     for inputs, labels in loader:
@@ -97,12 +97,12 @@ def bench_training(
     warmup: int,
     repeats: int,
 ) -> dict[str, Any]:
-    from components.training.ranker import _loader
+    from rankflow.core.artifacts import split_loader
 
     features = workspace.features(rows)
     results = []
     for batch in batch_sizes:
-        loader = _loader(features["train"], batch_size=batch, shuffle=True)
+        loader = split_loader(features["train"], batch_size=batch, shuffle=True)
         available = len(loader)
         if available < steps:
             logger.warning(

@@ -1,6 +1,6 @@
 """Whole run: per-step wall time of ``rankflow run`` (what ``make run`` runs) and its scaling.
 
-Each run is the real CLI in a subprocess (``rankflow run --run-dir <tmp>``) under ``/usr/bin/time``
+Each run is the real CLI in a subprocess (``rankflow run --runs-dir <tmp>``) under ``/usr/bin/time``
 for the peak resident memory of its largest process, deploying into a temporary model store so the
 benchmark never touches ``runs/``. Per-step seconds come from the run's own ``summary.json``
 (``timings_s``, measured by ``pipelines.local.StepTimer``). ``default`` is the run at the
@@ -28,7 +28,7 @@ TIME = Path("/usr/bin/time")
 
 
 def _run(workspace: Workspace, name: str, overrides: list[str]) -> dict[str, Any]:
-    run_dir = workspace.root / f"run-{name}"
+    runs_dir = workspace.root / f"runs-{name}"
     store = workspace.root / f"store-{name}"
     rss_file = workspace.root / f"run-{name}.maxrss"
     cli = Path(sys.executable).with_name("rankflow")
@@ -36,8 +36,8 @@ def _run(workspace: Workspace, name: str, overrides: list[str]) -> dict[str, Any
     command = [
         str(cli),
         "run",
-        "--run-dir",
-        str(run_dir),
+        "--runs-dir",
+        str(runs_dir),
         "--set",
         f"model_store={store}",
     ]
@@ -50,10 +50,10 @@ def _run(workspace: Workspace, name: str, overrides: list[str]) -> dict[str, Any
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"rankflow run ({name}) failed:\n{done.stderr[-3000:]}")
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((runs_dir / "latest" / "summary.json").read_text())
     peak_mb = int(rss_file.read_text().split()[-1]) / 1024.0 if rss_file.exists() else None
     rows = sum(summary["dataset"].values())
-    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.rmtree(runs_dir, ignore_errors=True)
     shutil.rmtree(store, ignore_errors=True)
     return {
         "name": name,

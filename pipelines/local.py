@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from pipelines.runs import RUN_FILE as RUN_RECORD
+from pipelines.runs import RunHistory
+from rankflow.core.errors import MissingArtifactError, StepFailed
+from rankflow.core.steps import read_failures
+
 logger = logging.getLogger(__name__)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -103,6 +108,27 @@ class _CacheHits(logging.Handler):
             self._timer.feed(message + "\n")
 
 
+def local_arguments(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Every pipeline argument of a local run: the pipeline's defaults, then the local deploy
+    settings, then ``overrides``.
+
+    Locally, deploy into the local store (absolute: each task runs in its own process) and to
+    the `make serve` Triton if it is up, unless the caller chose otherwise; the Triton here has
+    no TensorFlow backend, so the repository is the python-backend flavour.
+    """
+    from pipelines.ranking import ranking_pipeline
+    from serving.deploy import DeployConfig
+
+    defaults = {name: spec.default for name, spec in ranking_pipeline.component_spec.inputs.items()}
+    return {
+        **defaults,
+        "model_store": str(Path(DeployConfig.model_store).resolve()),
+        "triton_url": DeployConfig.triton_url,
+        "serving_flavour": "cpu",
+        **overrides,
+    }
+
+
 def run_local(
     *,
     run_dir: Path,
@@ -115,6 +141,9 @@ def run_local(
     evaluation report. ``resume``: keep the previous run in ``run_dir`` and reuse every step
     that completed with the same code and inputs (kfp.local's cache), so a run that failed or
     was killed part-way restarts at the step it lost.
+
+    A failed step raises :class:`StepFailed` with the step's own error (its record, see
+    :mod:`rankflow.core.steps`) and exit code.
     """
     from kfp import local
     from tqdm.auto import tqdm
@@ -123,19 +152,15 @@ def run_local(
     from pipelines.plots import plot_evaluation
     from pipelines.profile import ClusterProfile, without_retries
     from pipelines.ranking import STEPS, build_pipeline
-    from serving.deploy import DeployConfig
 
-    # Locally, deploy into the local store (absolute: each task runs in its own process) and
-    # to the `make serve` Triton if it is up, unless the caller chose otherwise; the Triton here
-    # has no TensorFlow backend, so the repository is the python-backend flavour.
-    arguments = {
-        "model_store": str(Path(DeployConfig.model_store).resolve()),
-        "triton_url": DeployConfig.triton_url,
-        "serving_flavour": "cpu",
-        **arguments,
-    }
+    arguments = local_arguments(arguments)
     if run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)
+        # A fresh run starts from an empty directory, but for its run record.
+        for entry in run_dir.iterdir():
+            if entry.name != RUN_RECORD:
+                shutil.rmtree(
+                    entry
+                ) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").unlink(missing_ok=True)
     pipeline_yaml = compile_pipeline(run_dir / "pipeline.yaml")
@@ -147,7 +172,7 @@ def run_local(
         cache_root=str(run_dir / "cache"),
     )
     log_path = run_dir / "pipeline.log"
-    began = time.monotonic()
+    began, started = time.monotonic(), time.time() - 1.0  # mtimes may be coarser
     with (
         log_path.open("w") as log,
         tqdm(total=len(STEPS), desc="rankflow", unit="step", file=sys.stderr) as bar,
@@ -161,10 +186,7 @@ def run_local(
                 pipeline = build_pipeline(without_retries(ClusterProfile()))
                 report = pipeline(**arguments).output
         except Exception as err:
-            failed = [s for s, status in timer.statuses.items() if status == "FAILURE"]
-            raise RuntimeError(
-                f"local pipeline run failed at {failed or 'start-up'}; full log: {log_path}"
-            ) from err
+            raise _failure(pipeline_root, timer, log_path, started) from err
     total = round(time.monotonic() - began, 2)
     tasks = TaskOutputs(pipeline_root)
     evaluation = json.loads((tasks.dir("evaluate-ranker") / "evaluation").read_text())
@@ -173,6 +195,54 @@ def run_local(
     shutil.copyfile(report.path, run_dir / "report.md")
     plot_evaluation(evaluation, run_dir / "evaluation.png")
     return summary
+
+
+def _failure(pipeline_root: Path, timer: StepTimer, log_path: Path, since: float) -> StepFailed:
+    """The failed step's own error, from the record it left (this run's, not an earlier
+    attempt's in the same directory); a plain "failed" when it left none."""
+    failed = [s for s, status in timer.statuses.items() if status == "FAILURE"]
+    recorded = [
+        f for f in read_failures(pipeline_root, since=since) if not failed or f.step in failed
+    ]
+    if recorded:
+        first = recorded[-1]
+        return StepFailed(
+            first.step,
+            first.message,
+            error=first.error,
+            exit_code=first.exit_code,
+            log=str(log_path),
+        )
+    # No record: the step died before its body ran (killed, out of memory, a broken image).
+    step = failed[0] if failed else "start-up"
+    return StepFailed(
+        step, "failed without a recorded error", error="unknown", exit_code=1, log=str(log_path)
+    )
+
+
+def run_recorded(
+    history: RunHistory, arguments: Mapping[str, Any], *, resume: bool = False
+) -> tuple[Path, dict[str, Any]]:
+    """:func:`run_local` in a run directory of ``history`` (a new one, or the latest when
+    resuming), its run record updated with how it ended."""
+    run_dir = history.latest() if resume else history.create(arguments)
+    if resume:
+        history.update(run_dir, status="running", arguments=dict(arguments), failure=None)
+    try:
+        summary = run_local(run_dir=run_dir, arguments=arguments, resume=resume)
+    except StepFailed as err:
+        failure = {"step": err.step, "error": err.error, "message": err.message}
+        history.update(run_dir, status="failed", failure={**failure, "exit_code": err.exit_code})
+        raise
+    except BaseException as err:
+        history.update(
+            run_dir,
+            status="failed",
+            failure={"step": "start-up", "error": type(err).__name__, "message": str(err)},
+        )
+        raise
+    history.update(run_dir, status="succeeded", failure=None)
+    return run_dir, summary
 
 
 @dataclass(frozen=True)
@@ -185,13 +255,13 @@ class TaskOutputs:
     def dir(self, task: str) -> Path:
         found = [p for p in self.pipeline_root.glob(f"*/{task}") if p.is_dir()]
         if not found:
-            raise FileNotFoundError(f"no outputs of step '{task}' under {self.pipeline_root}")
+            raise MissingArtifactError(f"no outputs of step '{task}' under {self.pipeline_root}")
         return max(found, key=lambda p: p.stat().st_mtime)
 
     def file(self, task: str, output: str) -> Path | None:
         try:
             path = self.dir(task) / output
-        except FileNotFoundError:
+        except MissingArtifactError:
             return None
         return path if path.exists() else None
 

@@ -1,4 +1,9 @@
-"""``rankflow`` command line: run locally, compile, submit."""
+"""``rankflow`` command line: run locally, list runs, compile, submit, serve, query, roll back.
+
+Every command has its own subparser and handler. A :class:`RankflowError` ends a command as one
+line on stderr, ``rankflow <command>: <what is wrong>``, and its exit code (2: bad input or usage,
+1: a failure); ``--debug`` prints the traceback too.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,20 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rankflow.core.errors import RankflowError, UsageError
+
 logger = logging.getLogger("rankflow")
+
+DEFAULT_RUNS = Path("runs")
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["epochs=2", "min_auc={\\"click\\": 0.6}"]`` -> typed pipeline arguments.
+    """``["epochs=2", "min_auc_click=0.6"]`` -> typed pipeline arguments.
 
     Types come from the pipeline's own parameter declarations, so a typo or a wrong type is
     refused here rather than half-way through a run.
@@ -35,9 +45,9 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         name, sep, raw = pair.partition("=")
         if not sep:
-            raise SystemExit(f"--set takes NAME=VALUE, got {pair!r}")
+            raise UsageError(f"--set takes NAME=VALUE, got {pair!r}")
         if name not in inputs:
-            raise SystemExit(f"unknown pipeline parameter {name!r}; known: {sorted(inputs)}")
+            raise UsageError(f"unknown pipeline parameter {name!r}; known: {sorted(inputs)}")
         kind = inputs[name].type
         try:
             if kind.lower() in casts:
@@ -49,26 +59,155 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
             else:
                 arguments[name] = json.loads(raw)
         except ValueError as err:
-            raise SystemExit(f"parameter {name!r} expects {kind}, got {raw!r}") from err
+            raise UsageError(f"parameter {name!r} expects {kind}, got {raw!r}") from err
     return arguments
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# -- handlers -------------------------------------------------------------------------------------
+def _run(args: argparse.Namespace) -> int:
+    from components.data.prepare import check_source
+    from pipelines.local import format_summary, local_arguments, run_recorded
+    from pipelines.runs import RunHistory
+
+    arguments = local_arguments(parse_overrides(args.overrides))
+    # Mistakes that need no data read are refused before a pipeline starts.
+    check_source(arguments["data_source"], arguments["spec_path"] or None)
+    run_dir, summary = run_recorded(RunHistory(args.runs_dir), arguments, resume=args.resume)
+    sys.stdout.write(format_summary(summary) + "\n")
+    sys.stdout.write(f"run {run_dir.name}: {run_dir / 'summary.json'}\n")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from pipelines.runs import RunHistory, format_runs
+
+    history = RunHistory(args.runs_dir)
+    if args.keep is not None:
+        for run_id in history.prune(args.keep):
+            sys.stdout.write(f"removed {args.runs_dir / run_id}\n")
+    runs = history.runs()
+    sys.stdout.write(format_runs(runs[-args.limit :] if args.limit else runs) + "\n")
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from pipelines.compile import COMPILED_PIPELINE, compile_pipeline
+    from pipelines.profile import ClusterProfile
+
+    profile = ClusterProfile(
+        data_pvc=args.data_pvc, data_secret=args.data_secret, gpu_product=args.gpu_product
+    )
+    path = compile_pipeline(args.output or COMPILED_PIPELINE, profile=profile)
+    logger.info("compiled %s", path)
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from pipelines.compile import COMPILED_PIPELINE
+    from pipelines.submit import submit
+
+    run_id = submit(
+        args.host,
+        pipeline_yaml=COMPILED_PIPELINE,
+        arguments=parse_overrides(args.overrides),
+        experiment=args.experiment,
+        namespace=args.namespace,
+    )
+    logger.info("run id: %s", run_id)
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    """One JSON object per row: the row's index and a score per task."""
+    from serving.client import ClientConfig, RankflowClient, read_rows
+
+    rows = read_rows(args.input).head(args.limit)
+    client = RankflowClient(
+        ClientConfig(url=args.url, model_name=args.model, timeout_s=args.timeout)
+    )
+    try:
+        scores = client.score(rows)
+    finally:
+        client.close()
+    for i in range(len(rows)):
+        record = {"row": i, **{task: round(float(v[i]), 6) for task, v in scores.items()}}
+        sys.stdout.write(json.dumps(record) + "\n")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serving.serve import RestartPolicy, serve
+    from serving.triton import TritonPorts
+
+    ports = TritonPorts(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port)
+    return serve(
+        args.store,
+        ports,
+        ready_timeout_s=args.ready_timeout,
+        restarts=RestartPolicy(max_restarts=args.max_restarts),
+    )
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from serving.deploy import DeployConfig, rollback
+
+    result = rollback(
+        args.model, config=DeployConfig(model_store=args.store, triton_url=args.triton_url)
+    )
+    sys.stdout.write(result.to_json() + "\n")
+    return 0
+
+
+def _contract(args: argparse.Namespace) -> int:
+    from serving.store import ModelStore
+
+    contract = ModelStore(args.store).contract(args.model, args.version)
+    sys.stdout.write(json.dumps(contract.to_dict(), indent=2) + "\n")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------
+def _command(
+    sub: Any, name: str, handler: Callable[[argparse.Namespace], int], common: Any, help: str
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=help, parents=[common])
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rankflow.core.contract import DEFAULT_ENDPOINT
+    from serving.client import DEFAULT_URL
     from serving.deploy import DeployConfig
     from serving.serve import DEFAULT_PORTS
 
-    parser = argparse.ArgumentParser(prog="rankflow", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the pipeline locally with kfp.local")
-    run.add_argument("--run-dir", type=Path, default=Path("runs/latest"))
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="print tracebacks of errors")
+    parser = argparse.ArgumentParser(prog="rankflow", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = _command(sub, "run", _run, common, "run the pipeline locally with kfp.local")
+    run.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=DEFAULT_RUNS,
+        help="run history root: each run goes to <runs-dir>/<run id>, and <runs-dir>/latest "
+        "points to the newest",
+    )
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument(
         "--resume",
         action="store_true",
-        help="reuse the steps of the previous run in --run-dir that completed (same code and "
-        "inputs): a failed or killed run restarts where it stopped",
+        help="continue the latest run: reuse its steps that completed (same code and inputs), "
+        "so a failed or killed run restarts where it stopped",
     )
-    comp = sub.add_parser("compile", help="compile the pipeline to IR YAML")
+
+    runs = _command(sub, "runs", _runs, common, "list the local runs, newest last")
+    runs.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS)
+    runs.add_argument("--limit", type=int, default=20, help="show the newest N (0: all)")
+    runs.add_argument("--keep", type=int, help="delete every run but the newest N first")
+
+    comp = _command(sub, "compile", _compile, common, "compile the pipeline to IR YAML")
     comp.add_argument("--output", type=Path, help="default: the committed pipelines/compiled/ file")
     comp.add_argument("--data-pvc", help="mount this PersistentVolumeClaim on the data step")
     comp.add_argument(
@@ -77,20 +216,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "AWS_SECRET_ACCESS_KEY) into the data step as environment variables",
     )
     comp.add_argument("--gpu-product", help="nvidia.com/gpu.product node label for GPU steps")
-    submit = sub.add_parser("submit", help="submit the compiled pipeline to Kubeflow")
+
+    submit = _command(sub, "submit", _submit, common, "submit the compiled pipeline to Kubeflow")
     submit.add_argument("--host", required=True)
     submit.add_argument("--experiment", default="rankflow")
     submit.add_argument("--namespace")
     submit.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE"
     )
-    query = sub.add_parser("query", help="score raw rows on a running Triton over gRPC")
+
+    query = _command(sub, "query", _query, common, "score raw rows on a running Triton over gRPC")
     query.add_argument("--input", type=Path, required=True, help=".parquet, .csv, .json or .jsonl")
-    query.add_argument("--url", default="127.0.0.1:8001")
-    query.add_argument("--model", default="rankflow")
+    query.add_argument("--url", default=DEFAULT_URL)
+    query.add_argument("--model", default=DEFAULT_ENDPOINT)
     query.add_argument("--limit", type=int, default=10, help="score the first N rows")
     query.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
-    serve = sub.add_parser("serve", help="run Triton on the local model store until Ctrl-C")
+
+    serve = _command(
+        sub, "serve", _serve, common, "run Triton on the local model store until Ctrl-C"
+    )
     serve.add_argument("--store", type=Path, default=Path(DeployConfig.model_store))
     serve.add_argument("--http-port", type=int, default=DEFAULT_PORTS.http)
     serve.add_argument("--grpc-port", type=int, default=DEFAULT_PORTS.grpc)
@@ -102,101 +246,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=5,
         help="restart a Triton that died at most this often in 5 minutes (0: never)",
     )
-    back = sub.add_parser("rollback", help="serve the previously deployed version again")
+
+    back = _command(
+        sub, "rollback", _rollback, common, "serve the previously deployed version again"
+    )
     back.add_argument("--store", default=DeployConfig.model_store)
-    back.add_argument("--model", default="rankflow")
+    back.add_argument("--model", default=DEFAULT_ENDPOINT)
     back.add_argument(
         "--triton-url", default="", help="HTTP host:port; default: the local `rankflow serve`"
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    if args.command == "query":
-        return _query(args)
-    if args.command == "serve":
-        from serving.serve import RestartPolicy
-        from serving.serve import serve as serve_store
-        from serving.store import StoreError
-        from serving.triton import TritonError, TritonPorts
-
-        ports = TritonPorts(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port)
-        try:
-            return serve_store(
-                args.store,
-                ports,
-                ready_timeout_s=args.ready_timeout,
-                restarts=RestartPolicy(max_restarts=args.max_restarts),
-            )
-        except (TritonError, StoreError) as err:
-            sys.stderr.write(f"rankflow serve: {err}\n")
-            return 1
-    if args.command == "rollback":
-        from serving.deploy import DeployError, rollback
-
-        try:
-            result = rollback(
-                args.model,
-                config=DeployConfig(model_store=args.store, triton_url=args.triton_url),
-            )
-        except DeployError as err:
-            sys.stderr.write(f"rankflow rollback: {err}\n")
-            return 1
-        sys.stdout.write(result.to_json() + "\n")
-        return 0
-
-    from pipelines.compile import COMPILED_PIPELINE, compile_pipeline
-
-    if args.command == "compile":
-        from pipelines.profile import ClusterProfile
-
-        profile = ClusterProfile(
-            data_pvc=args.data_pvc, data_secret=args.data_secret, gpu_product=args.gpu_product
-        )
-        path = compile_pipeline(args.output or COMPILED_PIPELINE, profile=profile)
-        logger.info("compiled %s", path)
-        return 0
-    if args.command == "submit":
-        from pipelines.submit import submit as submit_run
-
-        run_id = submit_run(
-            args.host,
-            pipeline_yaml=COMPILED_PIPELINE,
-            arguments=parse_overrides(args.overrides),
-            experiment=args.experiment,
-            namespace=args.namespace,
-        )
-        logger.info("run id: %s", run_id)
-        return 0
-
-    from pipelines.local import format_summary, run_local
-
-    summary = run_local(
-        run_dir=args.run_dir,
-        arguments=parse_overrides(args.overrides),
-        resume=args.resume,
+    contract = _command(
+        sub,
+        "contract",
+        _contract,
+        common,
+        "print what a store version of an endpoint takes and returns",
     )
-    sys.stdout.write(format_summary(summary) + "\n")
-    sys.stdout.write(f"summary: {args.run_dir / 'summary.json'}\n")
-    return 0
+    contract.add_argument("--store", default=DeployConfig.model_store)
+    contract.add_argument("--model", default=DEFAULT_ENDPOINT)
+    contract.add_argument("--version", type=int, help="default: the serving version")
+    return parser
 
 
-def _query(args: argparse.Namespace) -> int:
-    """One JSON object per row: the row's index and a score per task."""
-    from serving.client import ClientConfig, ClientError, RankflowClient, read_rows
-
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # usage errors exit 2 here
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        rows = read_rows(args.input).head(args.limit)
-        client = RankflowClient(
-            ClientConfig(url=args.url, model_name=args.model, timeout_s=args.timeout)
+        return args.handler(args)
+    except RankflowError as err:
+        if args.debug:
+            traceback.print_exc()
+        sys.stderr.write(f"rankflow {args.command}: {_one_line(str(err), debug=args.debug)}\n")
+        return err.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"rankflow {args.command}: interrupted\n")
+        return 130
+    except Exception as err:  # a bug: still one line, unless asked for the traceback
+        if args.debug:
+            traceback.print_exc()
+        sys.stderr.write(
+            f"rankflow {args.command}: unexpected {type(err).__name__}: {err} "
+            "(rerun with --debug for the traceback)\n"
         )
-        scores = client.score(rows)
-    except ClientError as err:
-        sys.stderr.write(f"rankflow query: {err}\n")
         return 1
-    for i in range(len(rows)):
-        record = {"row": i, **{task: round(float(v[i]), 6) for task, v in scores.items()}}
-        sys.stdout.write(json.dumps(record) + "\n")
-    return 0
+
+
+def _one_line(message: str, *, debug: bool) -> str:
+    """Errors end a command in one line; a message with more (a server's log tail) says so."""
+    first, *rest = message.splitlines() or [""]
+    if rest and not debug:
+        return f"{first} (+{len(rest)} more lines: rerun with --debug to see them)"
+    return first
 
 
 if __name__ == "__main__":

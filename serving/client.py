@@ -11,33 +11,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serving.export import MODEL_NAME
+from rankflow.core.contract import DEFAULT_ENDPOINT
+from rankflow.core.errors import ClientError, ClientInputError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "127.0.0.1:8001"
 
 
-class ClientError(RuntimeError):
-    """The server could not be reached, or refused the request; the message says which."""
-
-
 @dataclass(frozen=True)
 class ClientConfig:
     url: str = DEFAULT_URL
-    model_name: str = MODEL_NAME
+    model_name: str = DEFAULT_ENDPOINT
     model_version: str = ""  # Triton's own convention: "" = the latest ready version
     timeout_s: float = 10.0
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:
     """Raw rows from parquet (file or directory), CSV, JSON array or JSON lines."""
-    from rankflow.io import harden_pyarrow
+    from rankflow.core.io import harden_pyarrow
 
     harden_pyarrow()  # rows from anywhere
     path = Path(path)
     if not path.exists():
-        raise ClientError(f"input not found: {path}")
+        raise ClientInputError(f"input not found: {path}")
     suffix = path.suffix.lower()
     try:
         if path.is_dir() or suffix in (".parquet", ".pq"):
@@ -52,8 +49,8 @@ def read_rows(path: str | Path) -> pd.DataFrame:
                 return pd.DataFrame(json.loads(text))
             return pd.read_json(path, lines=True)
     except (ValueError, OSError) as err:
-        raise ClientError(f"cannot read rows from {path}: {err}") from err
-    raise ClientError(f"unsupported input {path}: use .parquet, .csv, .json or .jsonl")
+        raise ClientInputError(f"cannot read rows from {path}: {err}") from err
+    raise ClientInputError(f"unsupported input {path}: use .parquet, .csv, .json or .jsonl")
 
 
 class RankflowClient:
@@ -116,9 +113,11 @@ class RankflowClient:
         metadata = self.metadata()
         missing = [i["name"] for i in metadata["inputs"] if i["name"] not in frame.columns]
         if missing:
-            raise ClientError(f"rows lack input column(s) {missing} of '{self.config.model_name}'")
+            raise ClientInputError(
+                f"rows lack input column(s) {missing} of '{self.config.model_name}'"
+            )
         if frame.empty:
-            raise ClientError("no rows to score")
+            raise ClientInputError("no rows to score")
         inputs = []
         for spec in metadata["inputs"]:
             name, datatype = spec["name"], spec["datatype"]
@@ -129,7 +128,7 @@ class RankflowClient:
                 try:
                     values = values.astype(grpcclient.triton_to_np_dtype(datatype))
                 except (TypeError, ValueError) as err:
-                    raise ClientError(f"column '{name}' is not {datatype}: {err}") from err
+                    raise ClientInputError(f"column '{name}' is not {datatype}: {err}") from err
             tensor = grpcclient.InferInput(name, [len(frame), 1], datatype)
             tensor.set_data_from_numpy(values.reshape(-1, 1))
             inputs.append(tensor)

@@ -17,16 +17,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from serving.store import ModelStore, StoreError
+from rankflow.core import integrity
+from rankflow.core.errors import DeployError, IntegrityError, StoreError
+from rankflow.core.io import atomic_write_text
+from serving.store import ModelStore
 
 logger = logging.getLogger(__name__)
 
 #: Written by ``rankflow serve`` into the store it serves, so a local deploy can find it.
 SERVER_FILE = ".triton.json"
-
-
-class DeployError(RuntimeError):
-    """A version could not be deployed or rolled back; the store serves what it served before."""
 
 
 @dataclass(frozen=True)
@@ -62,10 +61,7 @@ class LocalServer:
 
 
 def write_server_file(store: Path, server: LocalServer) -> Path:
-    path = Path(store) / SERVER_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(server), indent=2) + "\n")
-    return path
+    return atomic_write_text(Path(store) / SERVER_FILE, json.dumps(asdict(server), indent=2) + "\n")
 
 
 def local_server(store: str | Path) -> LocalServer | None:
@@ -186,14 +182,12 @@ def _switch(
 
 def deploy(repository: str | Path, endpoint: str, *, config: DeployConfig) -> DeployResult:
     """Publish ``repository`` as the next version of ``endpoint`` and serve it."""
-    from rankflow import integrity
-
     store = ModelStore(config.model_store, keep=config.keep_versions)
     try:
         # The repository holds pickles and python code Triton will run: only the one exported.
         integrity.verify(repository)
         version = store.publish(repository, endpoint)
-    except (StoreError, OSError, integrity.IntegrityError) as err:
+    except (StoreError, OSError, IntegrityError) as err:
         raise DeployError(f"cannot publish {repository} as {endpoint!r}: {err}") from err
     try:
         result = _switch(store, endpoint, version, action="deploy", config=config)

@@ -17,20 +17,21 @@ Imports merlin, NVTabular and TensorFlow lazily: import from function bodies onl
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from serving.export import ExportError
-
-if TYPE_CHECKING:
-    from serving.export import ExportConfig
+from rankflow.core.artifacts import atomic_dir, input_dtypes, load_workflow
+from rankflow.core.contract import EndpointContract, write_manifest
+from rankflow.core.errors import ConfigError, ExportError, MissingArtifactError
+from rankflow.core.spec import DatasetSpec
+from rankflow.core.tasks import task_heads
+from serving.repository import ExportConfig, seal_versions, write_config
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,12 @@ class EnsembleArtifacts:
 
     @property
     def raw_dtypes(self) -> dict[str, np.dtype]:
-        return {c.name: np.dtype(c.dtype.to_numpy) for c in self.workflow.input_schema}
+        return input_dtypes(self.workflow)
+
+    def contract(self, config: ExportConfig) -> EndpointContract:
+        return EndpointContract.build(
+            config.model_name, self.raw_dtypes, self.tasks, max_batch_size=config.max_batch_size
+        )
 
 
 def load_signature(model_dir: Path):
@@ -78,7 +84,7 @@ def load_signature(model_dir: Path):
     import tensorflow as tf
 
     if not Path(model_dir).is_dir():
-        raise FileNotFoundError(f"no saved ranker at {model_dir}")
+        raise MissingArtifactError(f"no saved ranker at {model_dir}")
     try:
         loaded = tf.saved_model.load(str(model_dir))
     except Exception as err:
@@ -89,20 +95,6 @@ def load_signature(model_dir: Path):
             f"(it has {sorted(loaded.signatures)})"
         )
     return loaded, loaded.signatures[SIGNATURE]
-
-
-def task_heads(tasks: Sequence[str], outputs: Mapping[str, Any]) -> dict[str, str]:
-    """Task -> signature output: ``<task>`` itself or Merlin's ``<task>/<head>``."""
-    heads = {}
-    for task in tasks:
-        matches = [n for n in outputs if n == task or n.startswith(f"{task}/")]
-        if len(matches) != 1:
-            raise ExportError(
-                f"task '{task}' needs exactly one SavedModel output named '{task}' or "
-                f"'{task}/...'; the signature has {sorted(outputs)}"
-            )
-        heads[task] = matches[0]
-    return heads
 
 
 def _cast_op(have: Mapping[str, np.dtype], want: Mapping[str, np.dtype]):
@@ -152,19 +144,7 @@ def serving_workflow(workflow_dir: Path, *, targets: Sequence[str], features: Ma
     """
     import nvtabular as nvt
 
-    from rankflow import integrity
-
-    if not Path(workflow_dir).is_dir():
-        raise FileNotFoundError(f"no fitted workflow at {workflow_dir}")
-    # The workflow is a pickle: loading it runs code, so only the one rankflow wrote.
-    integrity.verify(workflow_dir)
-    try:
-        workflow = nvt.Workflow.load(str(workflow_dir))
-    except Exception as err:
-        raise ExportError(f"cannot load the fitted workflow at {workflow_dir}: {err}") from err
-    present = [t for t in targets if t in workflow.input_schema.column_names]
-    if present:
-        workflow = workflow.remove_inputs(present)
+    workflow = load_workflow(workflow_dir, drop=targets)
     schema = workflow.output_schema
     produced, consumed = set(schema.column_names), set(features)
     if produced != consumed:
@@ -305,11 +285,12 @@ def write_ensemble(
 
     ``root`` should be a scratch directory published atomically by the caller.
     """
-    from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as mc
 
     if ranker_backend not in RANKER_BACKENDS:
-        raise ValueError(f"ranker_backend must be one of {RANKER_BACKENDS}, got {ranker_backend!r}")
+        raise ConfigError(
+            f"ranker_backend must be one of {RANKER_BACKENDS}, got {ranker_backend!r}"
+        )
     endpoint = config.model_name
     names = {"transform": transform_model_name(endpoint), "ranker": ranker_model_name(endpoint)}
     staging = root / ".merlin-export"
@@ -357,13 +338,8 @@ def write_ensemble(
         shutil.copyfile(Path(__file__).with_name("ranker_model.py"), version / "model.py")
 
     # The endpoint: a plain ensemble, raw columns in, one score per task out.
-    ensemble = mc.ModelConfig(
-        name=endpoint, platform="ensemble", max_batch_size=config.max_batch_size
-    )
-    for tensor in transform.input:
-        ensemble.input.add(name=tensor.name, data_type=tensor.data_type, dims=[1])
-    for task in artifacts.tasks:
-        ensemble.output.add(name=task, data_type=mc.TYPE_FP32, dims=[1])
+    contract = artifacts.contract(config)
+    ensemble = contract.model_config(platform="ensemble")
     step = ensemble.ensemble_scheduling.step.add(
         model_name=transform.name, model_version=config.version
     )
@@ -380,18 +356,8 @@ def write_ensemble(
         step.output_map[head] = task
     version = root / endpoint / str(config.version)
     version.mkdir(parents=True)
-    # Triton needs the ensemble's version directory; a file keeps it through object stores.
-    (version / "rankflow.json").write_text(
-        json.dumps(
-            {
-                "tasks": list(artifacts.tasks),
-                "inputs": {c: d.name for c, d in artifacts.raw_dtypes.items()},
-                "layout": "ensemble",
-                "ranker_backend": ranker_backend,
-            },
-            indent=2,
-        )
-    )
+    # Triton needs the ensemble's version directory; the manifest keeps it through object stores.
+    write_manifest(version, contract, layout="ensemble", ranker_backend=ranker_backend)
     shutil.rmtree(staging)
 
     configs = {c.name: c for c in (ensemble, transform, ranker)}
@@ -399,7 +365,7 @@ def write_ensemble(
     if problems:
         raise ExportError(f"inconsistent ensemble {endpoint}: " + "; ".join(problems))
     for name, message in configs.items():
-        (root / name / "config.pbtxt").write_text(text_format.MessageToString(message))
+        write_config(root / name / "config.pbtxt", message)
     return configs
 
 
@@ -441,3 +407,33 @@ def ensemble_problems(ensemble, models: Mapping[str, Any]) -> list[str]:
         elif types[tensor.name] != tensor.data_type:
             problems.append(f"endpoint output '{tensor.name}' type differs from its producer")
     return problems
+
+
+def export_gpu_repository(
+    spec: DatasetSpec,
+    *,
+    workflow_dir: Path,
+    model_dir: Path,
+    repository: Path,
+    config: ExportConfig,
+) -> Path:
+    """Write the merlin-systems ensemble for a Triton with the TensorFlow backend.
+
+    ``repository/<model>`` is a plain ensemble of ``<model>_transform`` (merlin-systems' NVTabular
+    workflow model, python backend) and ``<model>_ranker`` (``tensorflow_savedmodel``), all at
+    ``config.version``. The workflow and the SavedModel are loaded and checked against each other
+    first; the whole repository appears at once or not at all.
+    """
+    artifacts = load_ensemble_artifacts(
+        spec.target_columns, workflow_dir=workflow_dir, model_dir=model_dir
+    )
+    with atomic_dir(repository) as scratch:
+        write_ensemble(artifacts, scratch, config, ranker_backend="tensorflow")
+        seal_versions(scratch)
+    logger.info(
+        "exported %s v%d (gpu flavour, ensemble) to %s",
+        config.model_name,
+        config.version,
+        repository,
+    )
+    return repository

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from serving.client import ClientConfig, ClientError, RankflowClient
+from rankflow.core.errors import ClientError, ConfigError
+from serving.client import ClientConfig, RankflowClient
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +33,11 @@ class LoadConfig:
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+            raise ConfigError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.duration_s <= 0:
-            raise ValueError(f"duration_s must be > 0, got {self.duration_s}")
+            raise ConfigError(f"duration_s must be > 0, got {self.duration_s}")
         if self.max_requests < 1:
-            raise ValueError(f"max_requests must be >= 1, got {self.max_requests}")
+            raise ConfigError(f"max_requests must be >= 1, got {self.max_requests}")
 
 
 @dataclass(frozen=True)

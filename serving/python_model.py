@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from rankflow.core.errors import ScoringError
 from serving.scorer import RankerScorer
 
 #: A categorical value longer than this is not a category (a pasted document, an attack).
@@ -25,7 +26,7 @@ def _column(name: str, values: np.ndarray) -> np.ndarray:
     sizes = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
     if len(sizes) and sizes.max() > MAX_VALUE_BYTES:
         row = int(sizes.argmax())
-        raise ValueError(
+        raise ScoringError(
             f"input '{name}' row {row}: a {sizes[row]:,}-byte value (at most "
             f"{MAX_VALUE_BYTES:,} bytes per categorical value)"
         )
@@ -33,7 +34,7 @@ def _column(name: str, values: np.ndarray) -> np.ndarray:
         return np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
     except UnicodeDecodeError as err:
         row = next(i for i, v in enumerate(values) if isinstance(v, bytes) and not _utf8(v))
-        raise ValueError(f"input '{name}' row {row} is not UTF-8 text: {err}") from err
+        raise ScoringError(f"input '{name}' row {row} is not UTF-8 text: {err}") from err
 
 
 def _utf8(value: bytes) -> bool:
@@ -46,7 +47,7 @@ def _utf8(value: bytes) -> bool:
 
 class TritonPythonModel:
     def initialize(self, args):
-        from rankflow import integrity
+        from rankflow.core import integrity
 
         version_dir = Path(args["model_repository"]) / args["model_version"]
         # Refuse a version whose files are not the ones exported (the workflow is a pickle).
@@ -62,7 +63,7 @@ class TritonPythonModel:
         for name in self.scorer.input_dtypes:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
-                raise ValueError(f"missing input '{name}'")
+                raise ScoringError(f"missing input '{name}'")
             columns[name] = _column(name, tensor.as_numpy())
         return self.scorer.prepare(columns)
 

@@ -14,41 +14,35 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from rankflow.core.artifacts import input_dtypes, load_ranker, load_workflow
+from rankflow.core.errors import NotCompilable, ScoringError
+from rankflow.core.tasks import task_of
+
 if TYPE_CHECKING:
-    from components.features.compiled import CompiledWorkflow
+    from rankflow.core.compiled import CompiledWorkflow
 
 logger = logging.getLogger(__name__)
 
-
-class ScoringError(ValueError):
-    """The rows sent for scoring don't match what the workflow expects."""
+__all__ = ["RankerScorer", "ScoringError"]
 
 
 class RankerScorer:
-    """Loads a fitted workflow (targets removed) and a saved ranker; scores raw DataFrames."""
+    """Loads a fitted workflow (targets removed) and a saved ranker; scores raw DataFrames.
+
+    Part of the serving contract (:mod:`rankflow.core.contract`): every store version's
+    ``model.py`` constructs it and calls ``input_dtypes``, ``prepare``, ``rows_independent``
+    and ``score_prepared``.
+    """
 
     def __init__(self, workflow_dir: Path, model_dir: Path, *, targets: Sequence[str]) -> None:
-        import nvtabular as nvt
-
-        from components.training.ranker import load_ranker
-        from rankflow import integrity
-
-        if not Path(workflow_dir).is_dir():
-            raise FileNotFoundError(f"no fitted workflow at {workflow_dir}")
-        # The workflow is a pickle: loading it runs code, so only the one rankflow wrote.
-        integrity.verify(workflow_dir)
-        workflow = nvt.Workflow.load(str(workflow_dir))
-        present = [t for t in targets if t in workflow.input_schema.column_names]
-        self.workflow = workflow.remove_inputs(present) if present else workflow
         import tensorflow as tf
 
+        from rankflow.core.compiled import compile_workflow
+
+        self.workflow = load_workflow(workflow_dir, drop=targets)
         self.model = load_ranker(model_dir)
         self.tasks = tuple(targets)
-        self.input_dtypes: dict[str, np.dtype] = {
-            column.name: np.dtype(column.dtype.to_numpy) for column in self.workflow.input_schema
-        }
-        from components.features.compiled import NotCompilable, compile_workflow
-
+        self.input_dtypes: dict[str, np.dtype] = input_dtypes(self.workflow)
         try:
             self.compiled: CompiledWorkflow | None = compile_workflow(self.workflow)
         except NotCompilable as err:
@@ -137,6 +131,6 @@ class RankerScorer:
         if not isinstance(outputs, Mapping):
             outputs = {self.tasks[0]: outputs}
         return {
-            name.split("/", 1)[0]: np.asarray(value, dtype=np.float32).reshape(-1)
+            task_of(name): np.asarray(value, dtype=np.float32).reshape(-1)
             for name, value in outputs.items()
         }

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from rankflow.core.errors import StoreError, TritonError
 from serving.deploy import SERVER_FILE, LocalServer, write_server_file
-from serving.store import ModelStore, StoreError
-from serving.triton import TritonConfig, TritonError, TritonPorts, TritonServer
+from serving.store import ModelStore
+from serving.triton import TritonConfig, TritonPorts, TritonServer
 
 logger = logging.getLogger(__name__)
 

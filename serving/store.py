@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 import uuid
@@ -25,16 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rankflow import integrity
+from rankflow.core import integrity
+from rankflow.core.contract import EndpointContract, check_format, read_manifest
+from rankflow.core.errors import ConfigError, IntegrityError, StoreError
+from rankflow.core.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 EXPORTED_CONFIG = "exported.pbtxt"
 ROLLOUT = "rollout.json"
-
-
-class StoreError(RuntimeError):
-    """The model store or a repository to publish is not what it should be."""
 
 
 @dataclass(frozen=True)
@@ -61,16 +59,10 @@ def _read_config(path: Path) -> Any:
         raise StoreError(f"unreadable Triton model config {path}: {err}") from err
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    scratch.write_text(text)
-    os.replace(scratch, path)
-
-
 def _verified(version_dir: Path) -> Path:
     try:
         integrity.verify(version_dir)
-    except integrity.IntegrityError as err:
+    except IntegrityError as err:
         raise StoreError(str(err)) from err
     return version_dir
 
@@ -101,7 +93,7 @@ class ModelStore:
 
     def __init__(self, root: str | Path, *, keep: int = 5) -> None:
         if keep < 2:
-            raise ValueError("keep at least 2 versions, or there is nothing to roll back to")
+            raise ConfigError("keep at least 2 versions, or there is nothing to roll back to")
         self.root = Path(root)
         self.keep = keep
 
@@ -153,6 +145,8 @@ class ModelStore:
         version = 1 + max((v for m in models for v in self.versions(m)), default=0)
         staged: list[tuple[Path, Path]] = []
         try:
+            (endpoint_version,) = _version_dirs(repository / endpoint)
+            self._servable(repository / endpoint, endpoint_version, f"{repository}/{endpoint}")
             for model in models:
                 source = repository / model
                 (exported,) = _version_dirs(source)
@@ -206,12 +200,35 @@ class ModelStore:
             self._pin_configs(rollout.models, version)
 
     def verify(self, endpoint: str, version: int) -> None:
-        """Check every model of ``endpoint`` at ``version`` against its sha256 manifest."""
+        """Check every model of ``endpoint`` at ``version`` against its sha256 manifest, and that
+        this release can serve it (its serving format)."""
         rollout = self.rollout(endpoint)
         if rollout is None:
             raise StoreError(f"no endpoint {endpoint!r} in the model store {self.root}")
         for model in rollout.models:
             _verified(self.root / model / str(version))
+        self._servable(self.root / endpoint, version, f"version {version} of {endpoint!r}")
+
+    def contract(self, endpoint: str, version: int | None = None) -> EndpointContract:
+        """What ``endpoint`` at ``version`` (default: the serving one) takes and returns."""
+        if version is None:
+            version = self.serving_version(endpoint)
+            if version is None:
+                raise StoreError(f"{endpoint!r} serves no version in the model store {self.root}")
+        directory = self.root / endpoint / str(version)
+        if not directory.is_dir():
+            raise StoreError(f"version {version} of {endpoint!r} is not in the store {self.root}")
+        return self._manifest(directory, directory / EXPORTED_CONFIG).contract
+
+    @staticmethod
+    def _manifest(version_dir: Path, config_path: Path):  # -> ServingManifest
+        return read_manifest(version_dir, config=_read_config(config_path))
+
+    def _servable(self, model_dir: Path, version: int, where: str) -> None:
+        config = model_dir / str(version) / EXPORTED_CONFIG
+        if not config.is_file():  # an exported repository, not yet in the store
+            config = model_dir / "config.pbtxt"
+        check_format(self._manifest(model_dir / str(version), config), where)
 
     def previous_version(self, endpoint: str) -> int:
         rollout = self.rollout(endpoint)
@@ -256,7 +273,7 @@ class ModelStore:
             configs[model] = text_format.MessageToString(config)
         # Steps before the endpoint, so the endpoint never points at a step that isn't there.
         for model in models:
-            _write_atomic(self.root / model / "config.pbtxt", configs[model])
+            atomic_write_text(self.root / model / "config.pbtxt", configs[model])
 
     def _save(self, rollout: Rollout) -> None:
         directory = self.root / rollout.endpoint
@@ -268,4 +285,4 @@ class ModelStore:
             "serving": rollout.serving,
             "events": list(rollout.events),
         }
-        _write_atomic(directory / ROLLOUT, json.dumps(state, indent=2) + "\n")
+        atomic_write_text(directory / ROLLOUT, json.dumps(state, indent=2) + "\n")

@@ -8,6 +8,7 @@ watches the process.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -24,15 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from rankflow.core.errors import TritonError
+
 logger = logging.getLogger(__name__)
 
 SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
 #: Where the NGC Triton/Merlin images install the server (with its TensorFlow backend).
 SYSTEM_TRITON = Path("/opt/tritonserver")
-
-
-class TritonError(RuntimeError):
-    """The local Triton server could not be started, or did not become ready."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +126,36 @@ def _environment() -> dict[str, str]:
 
 def _shm_regions() -> set[str]:
     return set(glob.glob(SHM_GLOB))
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group is already empty
+        os.killpg(pgid, signum)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``, from /proc."""
+    members = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            text = Path(stat).read_text()
+        except OSError:  # exited while we looked
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = text[text.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.split("/")[2]))
+    return members
+
+
+def end_group(pgid: int, timeout_s: float = 30.0) -> None:
+    """SIGKILL every process left in group ``pgid`` and wait until none is alive."""
+    deadline = time.monotonic() + timeout_s
+    while members := group_members(pgid):
+        _signal_group(pgid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            raise TritonError(f"processes {members} of Triton's group {pgid} survive SIGKILL")
+        time.sleep(0.05)
 
 
 class TritonServer:
@@ -234,16 +263,23 @@ class TritonServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM, wait, SIGKILL if needed; remove our python-backend shared-memory regions."""
+        """SIGTERM, wait, SIGKILL if needed; then end whatever is left of the server's process
+        group and remove our python-backend shared-memory regions.
+
+        Triton runs in a session of its own, and its python-backend stubs are in it. A Triton
+        that was killed (or crashed) leaves its stubs running, orphaned, and they ignore
+        SIGTERM: the group is always killed as a whole, whatever state the server is in.
+        """
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                logger.warning("Triton ignored SIGTERM for %.0fs; killing it", timeout_s)
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        if process is not None:
+            if process.poll() is None:
+                _signal_group(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    logger.warning("Triton ignored SIGTERM for %.0fs; killing it", timeout_s)
+            end_group(process.pid)
+            process.wait()
         for region in _shm_regions() - self._shm_before:
             # Left only when a stub died hard; never touch regions of other servers.
             Path(region).unlink(missing_ok=True)

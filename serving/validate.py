@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankflow.spec import DatasetSpec
+from rankflow.core.errors import ClientError, DataValidationError, TritonError
+from rankflow.core.spec import DatasetSpec
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +51,13 @@ def infra_validate(
     config: InfraValidationConfig,
 ) -> InfraReport:
     """Blessed only when the server loads the model and every task's online scores match."""
-    from serving.client import ClientConfig, ClientError, RankflowClient
+    from serving.client import ClientConfig, RankflowClient
     from serving.scorer import RankerScorer
-    from serving.triton import TritonConfig, TritonError, TritonServer
+    from serving.triton import TritonConfig, TritonServer
 
     rows = rows.head(config.rows).reset_index(drop=True)
     if rows.empty:
-        raise ValueError("infra-validation needs at least one held-out row")
+        raise DataValidationError("infra-validation needs at least one held-out row")
     server = TritonServer(
         TritonConfig(repository, models=(model_name,), ready_timeout_s=config.ready_timeout_s)
     )

@@ -1,8 +1,14 @@
-"""Shared fixtures: one small real dataset, its features and a trained ranker per session."""
+"""Shared fixtures (one small real dataset, its features and a trained ranker per session), the
+fast tier, the GPU skip, and the check that the suite leaves no process behind."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
 import os
+import signal
+import sys
+import uuid
 import warnings
 from pathlib import Path
 
@@ -14,9 +20,45 @@ warnings.filterwarnings("ignore", message="Initializing an NVTabular Dataset in 
 
 SMALL_ROWS = 30_000
 
+#: What the fast tier must not import: the heavy stack.
+HEAVY = ("merlin", "nvtabular", "tensorflow", "keras", "tritonclient", "pytriton", "cudf")
+#: Processes a test may start that must not outlive the suite.
+SERVER_PROCESSES = ("tritonserver", "triton_python_backend_stub")
+SESSION_VARIABLE = "RANKFLOW_TEST_SESSION"
+
+
+class _RefuseHeavy(importlib.abc.MetaPathFinder):
+    """Fails any import of the heavy stack: a fast test that needs it is not fast."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".", 1)[0] in HEAVY:
+            raise ImportError(f"the fast tier imports no {name} (mark the test not fast)")
+        return None
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fast-tier",
+        action="store_true",
+        help="run only the tests marked fast, refusing any import of Merlin, TF or Triton",
+    )
+
+
+def pytest_configure(config):
+    # Every process the tests start inherits this: how the leftover check knows them.
+    os.environ[SESSION_VARIABLE] = uuid.uuid4().hex
+    if config.getoption("--fast-tier"):
+        loaded = sorted(m for m in sys.modules if m.split(".", 1)[0] in HEAVY)
+        if loaded:
+            raise pytest.UsageError(f"the heavy stack is already imported: {loaded[:5]}")
+        sys.meta_path.insert(0, _RefuseHeavy())
+        config.option.markexpr = "fast"
+
 
 def pytest_collection_modifyitems(config, items):
-    from components.features.workflow import gpu_available
+    if not any("gpu" in item.keywords for item in items):
+        return
+    from rankflow.core.device import gpu_available
 
     if gpu_available():
         return
@@ -24,6 +66,47 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def leftover_servers(session_id: str) -> list[tuple[int, str]]:
+    """Live Triton servers and python-backend stubs started by this test session: they inherit
+    its ``RANKFLOW_TEST_SESSION`` (a ``make serve`` running beside the tests does not)."""
+    marker = f"{SESSION_VARIABLE}={session_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        if (
+            state != "Z"
+            and marker in environment
+            and any(name in command for name in SERVER_PROCESSES)
+        ):
+            found.append((int(entry.name), command.strip()[:120]))
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if a Triton or one of its stubs outlived the tests (and end them)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    left = leftover_servers(os.environ[SESSION_VARIABLE])
+    if not left:
+        return
+    for pid, _ in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [f"  pid {pid}: {command}" for pid, command in left]
+    message = "the tests left Triton processes running (killed now):\n" + "\n".join(lines)
+    if reporter is not None:
+        reporter.write_line(message, red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +133,7 @@ def prepared(tmp_path_factory) -> dict[str, Path]:
 def features(prepared, tmp_path_factory) -> dict[str, Path]:
     """NVTabular features of ``prepared``: {'train','valid','test','workflow'} -> path."""
     from components.features.workflow import FeatureConfig, run_feature_engineering
-    from rankflow.spec import DatasetSpec
+    from rankflow.core.spec import DatasetSpec
 
     root = tmp_path_factory.mktemp("features")
     outputs = {name: root / name for name in ("train", "valid", "test")}

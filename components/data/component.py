@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Metrics, Output
 
-from rankflow.image import IMAGE
+from rankflow.core.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -21,32 +21,35 @@ def prepare_data(
     test_fraction: float,
 ):
     """Generate or read the interaction log, validate it against its spec, split it by time."""
-    from pathlib import Path
+    from rankflow.core.steps import reporting
 
-    from components.data.prepare import prepare_data as run
-    from components.data.split import SplitConfig
-    from components.data.synthetic import SyntheticConfig
-    from rankflow.integrity import record
-    from rankflow.io import persist_metrics
+    with reporting("prepare-data", dataset_spec):
+        from pathlib import Path
 
-    prepared = run(
-        data_source,
-        # KFP parameters can't be None on every backend: "" in the UI means "no spec".
-        spec_path=spec_path or None,
-        synthetic=SyntheticConfig(rows=synthetic_rows, seed=seed),
-        split=SplitConfig(valid_fraction=valid_fraction, test_fraction=test_fraction),
-        outputs={
-            "train": Path(train_data.path),
-            "valid": Path(valid_data.path),
-            "test": Path(test_data.path),
-        },
-        spec_out=Path(dataset_spec.path),
-    )
-    for artifact in (train_data, valid_data, test_data, dataset_spec):
-        record(artifact)
-    for split, rows in prepared.rows.items():
-        data_stats.log_metric(f"{split}_rows", rows)
-    data_stats.log_metric("duplicate_rows_dropped", prepared.duplicates)
-    for task, positives in prepared.report.positives.items():
-        data_stats.log_metric(f"{task}_rate", positives / prepared.report.rows)
-    persist_metrics(data_stats)
+        from components.data.prepare import prepare_data as run
+        from components.data.split import SplitConfig
+        from components.data.synthetic import SyntheticConfig
+        from rankflow.core.integrity import record
+        from rankflow.core.io import persist_metrics
+
+        prepared = run(
+            data_source,
+            # KFP parameters can't be None on every backend: "" in the UI means "no spec".
+            spec_path=spec_path or None,
+            synthetic=SyntheticConfig(rows=synthetic_rows, seed=seed),
+            split=SplitConfig(valid_fraction=valid_fraction, test_fraction=test_fraction),
+            outputs={
+                "train": Path(train_data.path),
+                "valid": Path(valid_data.path),
+                "test": Path(test_data.path),
+            },
+            spec_out=Path(dataset_spec.path),
+        )
+        for artifact in (train_data, valid_data, test_data, dataset_spec):
+            record(artifact)
+        for split, rows in prepared.rows.items():
+            data_stats.log_metric(f"{split}_rows", rows)
+        data_stats.log_metric("duplicate_rows_dropped", prepared.duplicates)
+        for task, positives in prepared.report.positives.items():
+            data_stats.log_metric(f"{task}_rate", positives / prepared.report.rows)
+        persist_metrics(data_stats)

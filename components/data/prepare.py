@@ -10,7 +10,8 @@ from pathlib import Path
 from components.data.split import SPLITS, SplitConfig, split_by_time
 from components.data.synthetic import SyntheticConfig, write_synthetic_log
 from components.data.validate import ValidationReport, validate_log
-from rankflow.spec import DatasetSpec
+from rankflow.core.errors import ConfigError, DataValidationError
+from rankflow.core.spec import DatasetSpec
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,28 @@ class PreparedData:
     report: ValidationReport
     rows: dict[str, int]
     duplicates: int
+
+
+def check_source(data_source: str, spec_path: str | None) -> DatasetSpec | None:
+    """The user's spec for ``data_source`` (None for the generator), after the checks that need
+    no data read: the source exists, a spec is given exactly when it should be, and it loads.
+
+    ``rankflow run`` calls this before starting the pipeline, so these mistakes cost no run.
+    """
+    if data_source == SYNTHETIC:
+        if spec_path is not None:
+            raise ConfigError("spec_path is only for your own data; the generator brings its spec")
+        return None
+    if spec_path is None:
+        raise ConfigError(
+            f"data_source {data_source!r} needs spec_path: a YAML naming each column's role"
+        )
+    if "://" not in data_source and not Path(data_source).exists():
+        raise DataValidationError(
+            f"raw data not found: {data_source} (data_source is 'synthetic' or a parquet/CSV "
+            "path the data step can read)"
+        )
+    return DatasetSpec.load(spec_path)
 
 
 def prepare_data(
@@ -41,20 +64,13 @@ def prepare_data(
     """
     missing = [name for name in SPLITS if name not in outputs]
     if missing:
-        raise ValueError(f"no output location for split(s) {missing}")
+        raise ConfigError(f"no output location for split(s) {missing}")
+    user_spec = check_source(data_source, spec_path)
     with tempfile.TemporaryDirectory(prefix="rankflow-raw-") as scratch:
-        if data_source == SYNTHETIC:
-            if spec_path is not None:
-                raise ValueError(
-                    "spec_path is only for your own data; the generator brings its spec"
-                )
+        if user_spec is None:
             source, spec = write_synthetic_log(synthetic, scratch)
         else:
-            if spec_path is None:
-                raise ValueError(
-                    f"data_source {data_source!r} needs spec_path: a YAML naming each column's role"
-                )
-            source, spec = Path(data_source), DatasetSpec.load(spec_path)
+            source, spec = Path(data_source), user_spec
         report = validate_log(spec, source)
         split_result = split_by_time(spec, source, outputs, split)
     spec.save(spec_out)

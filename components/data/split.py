@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from components.data.validate import DataValidationError, open_dataset
-from rankflow.io import atomic_dir
-from rankflow.spec import DatasetSpec
+from components.data.validate import open_dataset
+from rankflow.core.artifacts import atomic_dir
+from rankflow.core.errors import ConfigError, DataValidationError
+from rankflow.core.spec import DatasetSpec
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +30,9 @@ class SplitConfig:
         for name in ("valid_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
-                raise ValueError(f"{name} must be in (0, 1), got {value}")
+                raise ConfigError(f"{name} must be in (0, 1), got {value}")
         if self.valid_fraction + self.test_fraction >= 1.0:
-            raise ValueError("valid_fraction + test_fraction must leave rows for training")
+            raise ConfigError("valid_fraction + test_fraction must leave rows for training")
 
 
 def _as_int64(values) -> np.ndarray:  # values: pyarrow array

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankflow.spec import CategorifyOptions, DatasetSpec
+from rankflow.core.errors import ConfigError
+from rankflow.core.spec import CategorifyOptions, DatasetSpec
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +50,11 @@ class SyntheticConfig:
 
     def __post_init__(self) -> None:
         if self.rows < 1:
-            raise ValueError(f"synthetic rows must be >= 1, got {self.rows}")
+            raise ConfigError(f"synthetic rows must be >= 1, got {self.rows}")
         if self.chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
+            raise ConfigError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
         if self.days < 1:
-            raise ValueError(f"days must be >= 1, got {self.days}")
+            raise ConfigError(f"days must be >= 1, got {self.days}")
 
     @property
     def users(self) -> int:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rankflow.spec import DatasetSpec
+from rankflow.core.errors import DataValidationError
+from rankflow.core.spec import DatasetSpec
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +23,6 @@ EARLIEST_EVENT = "1990-01-01"
 #: How far past "now" an event time may lie (clock skew) before it is a bug (9999-12-31 sentinels).
 FUTURE_SLACK_S = 86_400
 INT64_MAX = (1 << 63) - 1
-
-
-class DataValidationError(ValueError):
-    """The raw log does not satisfy its dataset spec."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,7 @@ def open_dataset(source: str | Path, columns: tuple[str, ...]):  # -> pyarrow.da
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    from rankflow.io import harden_pyarrow
+    from rankflow.core.io import harden_pyarrow
 
     harden_pyarrow()  # the log comes from outside the pipeline
     path = Path(source)

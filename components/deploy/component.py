@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
-from rankflow.image import IMAGE
+from rankflow.core.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -34,20 +34,23 @@ def deploy_model(
     triton_url: str,
 ) -> NamedTuple("DeployOutputs", [("version", int)]):
     """Publish the validated repository as the next store version; switch Triton to it."""
-    from collections import namedtuple
+    from rankflow.core.steps import reporting
 
-    from rankflow.integrity import checked, record
-    from rankflow.io import atomic_write_text
-    from serving.deploy import DeployConfig, deploy
+    with reporting("deploy-model", deployment):
+        from collections import namedtuple
 
-    result = deploy(
-        checked(serving_model),
-        model_name,
-        config=DeployConfig(model_store=model_store, triton_url=triton_url),
-    )
-    atomic_write_text(deployment.path, result.to_json())
-    record(deployment)
-    deployment.metadata.update(
-        {"model_name": model_name, "version": result.version, "servers": list(result.servers)}
-    )
-    return namedtuple("DeployOutputs", ["version"])(result.version)
+        from rankflow.core.integrity import checked, record
+        from rankflow.core.io import atomic_write_text
+        from serving.deploy import DeployConfig, deploy
+
+        result = deploy(
+            checked(serving_model),
+            model_name,
+            config=DeployConfig(model_store=model_store, triton_url=triton_url),
+        )
+        atomic_write_text(deployment.path, result.to_json())
+        record(deployment)
+        deployment.metadata.update(
+            {"model_name": model_name, "version": result.version, "servers": list(result.servers)}
+        )
+        return namedtuple("DeployOutputs", ["version"])(result.version)

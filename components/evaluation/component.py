@@ -14,7 +14,7 @@ from kfp.dsl import (
     Output,
 )
 
-from rankflow.image import IMAGE
+from rankflow.core.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -32,33 +32,36 @@ def evaluate_ranker(
     min_auc_conversion: float,
 ) -> NamedTuple("EvaluationOutputs", [("blessed", bool)]):
     """Per-task AUC / log-loss / ECE / oracle AUC on the test split, and the blessing decision."""
-    from collections import namedtuple
+    from rankflow.core.steps import reporting
 
-    from components.evaluation.evaluate import BlessingPolicy, markdown_report
-    from components.evaluation.evaluate import evaluate_ranker as run
-    from rankflow.integrity import checked, record
-    from rankflow.io import atomic_write_text, persist_metrics
-    from rankflow.spec import DatasetSpec
+    with reporting("evaluate-ranker", evaluation):
+        from collections import namedtuple
 
-    spec = DatasetSpec.load(checked(dataset_spec))
-    result = run(
-        spec,
-        model_dir=checked(ranker),
-        test_features=checked(test_features),
-        raw_test=checked(test_data),
-        min_auc=BlessingPolicy(min_auc_click, min_auc_conversion).thresholds(spec),
-    )
-    for task, values in result.summary().items():
-        for name, value in values.items():
-            if value is not None:
-                metrics.log_metric(f"{task}_{name}", value)
-    rocs = {"click": click_roc, "conversion": conversion_roc}
-    for task in result.tasks.values():
-        fpr, tpr, thresholds = task.roc
-        rocs[task.stage].log_roc_curve(fpr, tpr, thresholds)
-    persist_metrics(metrics, click_roc, conversion_roc)
-    atomic_write_text(report.path, markdown_report(result))
-    atomic_write_text(evaluation.path, result.to_json())
-    record(report)
-    record(evaluation)
-    return namedtuple("EvaluationOutputs", ["blessed"])(result.blessed)
+        from components.evaluation.evaluate import BlessingPolicy, markdown_report
+        from components.evaluation.evaluate import evaluate_ranker as run
+        from rankflow.core.integrity import checked, record
+        from rankflow.core.io import atomic_write_text, persist_metrics
+        from rankflow.core.spec import DatasetSpec
+
+        spec = DatasetSpec.load(checked(dataset_spec))
+        result = run(
+            spec,
+            model_dir=checked(ranker),
+            test_features=checked(test_features),
+            raw_test=checked(test_data),
+            min_auc=BlessingPolicy(min_auc_click, min_auc_conversion).thresholds(spec),
+        )
+        for task, values in result.summary().items():
+            for name, value in values.items():
+                if value is not None:
+                    metrics.log_metric(f"{task}_{name}", value)
+        rocs = {"click": click_roc, "conversion": conversion_roc}
+        for task in result.tasks.values():
+            fpr, tpr, thresholds = task.roc
+            rocs[task.stage].log_roc_curve(fpr, tpr, thresholds)
+        persist_metrics(metrics, click_roc, conversion_roc)
+        atomic_write_text(report.path, markdown_report(result))
+        atomic_write_text(evaluation.path, result.to_json())
+        record(report)
+        record(evaluation)
+        return namedtuple("EvaluationOutputs", ["blessed"])(result.blessed)

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from components.evaluation import metrics as m
-from rankflow.io import parquet_parts
-from rankflow.spec import TARGET_STAGES, DatasetSpec
+from rankflow.core.errors import ConfigError, DataValidationError, EvaluationError
+from rankflow.core.io import parquet_parts
+from rankflow.core.spec import TARGET_STAGES, DatasetSpec
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def bless(tasks: Mapping[str, TaskResult], min_auc: Mapping[str, float]) -> tupl
     by_stage = {t.stage: t for t in tasks.values()}
     unknown = set(min_auc) - set(by_stage)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"min_auc names stage(s) {sorted(unknown)} the model does not predict "
             f"({sorted(by_stage)})"
         )
@@ -105,12 +106,17 @@ def evaluate(
             continue
         task = spec.task_of(stage)
         if task not in predictions:
-            raise ValueError(f"the model gives no prediction for task '{task}'")
+            raise EvaluationError(f"the model gives no prediction for task '{task}'")
         scores = np.asarray(predictions[task], dtype=np.float64)
         labels = raw[task].to_numpy(dtype=np.float64)
         if scores.size != labels.size:
-            raise ValueError(
+            raise EvaluationError(
                 f"task '{task}': {scores.size} predictions for {labels.size} test rows"
+            )
+        if labels.min() == labels.max():
+            raise DataValidationError(
+                f"task '{task}': every test row has label {int(labels[0])}, so AUC is undefined; "
+                "give the test split both outcomes (a larger test_fraction or a longer log)"
             )
         oracle = None
         if stage in spec.true_probabilities:
@@ -180,7 +186,7 @@ def evaluate_ranker(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from components.training.ranker import load_ranker, predict
+    from rankflow.core.artifacts import load_ranker, predict
 
     # Scores are matched to raw labels and true probabilities by row position: prove the two
     # splits line up before trusting any metric.
@@ -190,7 +196,7 @@ def evaluate_ranker(
     ).to_pandas()
     raw = pq.read_table(str(raw_test), columns=targets).to_pandas()
     if len(processed) != len(raw) or not (processed.to_numpy() == raw.to_numpy()).all():
-        raise ValueError(
+        raise EvaluationError(
             f"processed test split {test_features} is not row-aligned with raw split {raw_test}"
         )
     return evaluate(spec, predict(load_ranker(model_dir), test_features), raw_test, min_auc=min_auc)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
+from rankflow.core.errors import EvaluationError
+
 EPS = 1e-7
 
 
@@ -14,13 +16,13 @@ def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     labels = np.asarray(labels, dtype=np.float64).reshape(-1)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if labels.shape != scores.shape:
-        raise ValueError(f"labels ({labels.size}) and scores ({scores.size}) differ in length")
+        raise EvaluationError(f"labels ({labels.size}) and scores ({scores.size}) differ in length")
     if labels.size == 0:
-        raise ValueError("cannot score an empty set of predictions")
+        raise EvaluationError("cannot score an empty set of predictions")
     if not np.isin(labels, (0.0, 1.0)).all():
-        raise ValueError("labels must be 0/1")
+        raise EvaluationError("labels must be 0/1")
     if not np.isfinite(scores).all():
-        raise ValueError("scores contain NaN or infinite values")
+        raise EvaluationError("scores contain NaN or infinite values")
     return labels, scores
 
 
@@ -30,7 +32,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     positives = labels.sum()
     negatives = labels.size - positives
     if positives == 0 or negatives == 0:
-        raise ValueError("AUC needs both positive and negative labels")
+        raise EvaluationError("AUC needs both positive and negative labels")
     ranks = rankdata(scores)
     return float(
         (ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives)

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
-from rankflow.image import IMAGE
+from rankflow.core.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -21,20 +21,23 @@ def export_serving_model(
     ``flavour``: "cpu" (python backend; any Triton) or "gpu" (NVTabular step + TensorFlow
     backend ensemble; a Triton with the TensorFlow backend, as in the NGC Merlin image).
     """
-    from pathlib import Path
+    from rankflow.core.steps import reporting
 
-    from rankflow.integrity import checked, record
-    from rankflow.spec import DatasetSpec
-    from serving.export import ExportConfig, export_repository
+    with reporting("export-serving-model", serving_model):
+        from pathlib import Path
 
-    export_repository(
-        DatasetSpec.load(checked(dataset_spec)),
-        workflow_dir=checked(nvt_workflow),
-        model_dir=checked(ranker),
-        repository=Path(serving_model.path),
-        config=ExportConfig(model_name=model_name, max_batch_size=max_batch_size),
-        flavour=flavour,
-    )
-    record(serving_model)
-    serving_model.metadata["model_name"] = model_name
-    serving_model.metadata["flavour"] = flavour
+        from rankflow.core.integrity import checked, record
+        from rankflow.core.spec import DatasetSpec
+        from serving.export import ExportConfig, export_repository
+
+        export_repository(
+            DatasetSpec.load(checked(dataset_spec)),
+            workflow_dir=checked(nvt_workflow),
+            model_dir=checked(ranker),
+            repository=Path(serving_model.path),
+            config=ExportConfig(model_name=model_name, max_batch_size=max_batch_size),
+            flavour=flavour,
+        )
+        record(serving_model)
+        serving_model.metadata["model_name"] = model_name
+        serving_model.metadata["flavour"] = flavour

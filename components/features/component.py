@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from rankflow.image import IMAGE
+from rankflow.core.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -20,30 +20,33 @@ def engineer_features(
     dask_workers: int,
 ):
     """Fit the NVTabular workflow on train; transform every split; emit the Merlin schema."""
-    from pathlib import Path
+    from rankflow.core.steps import reporting
 
-    from components.features.workflow import FeatureConfig, run_feature_engineering
-    from rankflow.integrity import checked, record
-    from rankflow.io import persist_metrics
-    from rankflow.spec import DatasetSpec
+    with reporting("engineer-features", nvt_workflow):
+        from pathlib import Path
 
-    cardinalities = run_feature_engineering(
-        DatasetSpec.load(checked(dataset_spec)),
-        {
-            "train": checked(train_data),
-            "valid": checked(valid_data),
-            "test": checked(test_data),
-        },
-        workflow_dir=Path(nvt_workflow.path),
-        outputs={
-            "train": Path(train_features.path),
-            "valid": Path(valid_features.path),
-            "test": Path(test_features.path),
-        },
-        config=FeatureConfig(dask_workers=dask_workers),
-    )
-    for artifact in (nvt_workflow, train_features, valid_features, test_features):
-        record(artifact)
-    for column, cardinality in cardinalities.items():
-        feature_stats.log_metric(f"cardinality_{column}", cardinality)
-    persist_metrics(feature_stats)
+        from components.features.workflow import FeatureConfig, run_feature_engineering
+        from rankflow.core.integrity import checked, record
+        from rankflow.core.io import persist_metrics
+        from rankflow.core.spec import DatasetSpec
+
+        cardinalities = run_feature_engineering(
+            DatasetSpec.load(checked(dataset_spec)),
+            {
+                "train": checked(train_data),
+                "valid": checked(valid_data),
+                "test": checked(test_data),
+            },
+            workflow_dir=Path(nvt_workflow.path),
+            outputs={
+                "train": Path(train_features.path),
+                "valid": Path(valid_features.path),
+                "test": Path(test_features.path),
+            },
+            config=FeatureConfig(dask_workers=dask_workers),
+        )
+        for artifact in (nvt_workflow, train_features, valid_features, test_features):
+            record(artifact)
+        for column, cardinality in cardinalities.items():
+            feature_stats.log_metric(f"cardinality_{column}", cardinality)
+        persist_metrics(feature_stats)

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rankflow.io import atomic_dir
-from rankflow.spec import DatasetSpec
+from rankflow.core.artifacts import atomic_dir
+from rankflow.core.device import gpu_available
+from rankflow.core.errors import ConfigError, DataValidationError, MissingArtifactError
+from rankflow.core.spec import DatasetSpec
 
 if TYPE_CHECKING:
     import nvtabular as nvt
@@ -32,7 +34,8 @@ class FeatureConfig:
     ``dask_workers`` > 1 runs fit and transform on a local Dask cluster of that many workers;
     ``part_size`` bounds the memory of each partition. ``transform`` picks how the splits are
     transformed after NVTabular fits: "auto" uses the compiled workflow (numpy lookups equal to
-    NVTabular's output, see ``compiled.py``) on the CPU when it applies, NVTabular otherwise;
+    NVTabular's output, see :mod:`rankflow.core.compiled`) on the CPU when it applies,
+    NVTabular otherwise;
     "nvtabular" always uses NVTabular's own transform.
     """
 
@@ -44,24 +47,11 @@ class FeatureConfig:
 
     def __post_init__(self) -> None:
         if self.dask_workers < 1:
-            raise ValueError(f"dask_workers must be >= 1, got {self.dask_workers}")
+            raise ConfigError(f"dask_workers must be >= 1, got {self.dask_workers}")
         if self.transform not in TRANSFORMS:
-            raise ValueError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
+            raise ConfigError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
         if self.batch_rows < 1:
-            raise ValueError(f"batch_rows must be >= 1, got {self.batch_rows}")
-
-
-def gpu_available() -> bool:
-    """True when cudf (and so NVTabular's GPU path) can be used."""
-    from merlin.core.compat import HAS_GPU
-
-    if not HAS_GPU:
-        return False
-    try:
-        import cudf  # noqa: F401
-    except ImportError:
-        return False
-    return True
+            raise ConfigError(f"batch_rows must be >= 1, got {self.batch_rows}")
 
 
 def build_workflow(spec: DatasetSpec, *, categories_dir: str | Path) -> nvt.Workflow:
@@ -152,7 +142,7 @@ def run_feature_engineering(
     from merlin.io import Dataset
 
     if "train" not in splits:
-        raise ValueError("feature engineering needs a 'train' split to fit on")
+        raise MissingArtifactError("feature engineering needs a 'train' split to fit on")
     cpu = not gpu_available()
     logger.info(
         "feature engineering on %s, %d Dask worker(s)",
@@ -202,7 +192,7 @@ def _check_vocabularies(spec: DatasetSpec, cardinalities: Mapping[str, int]) -> 
     too_big = {c: n for c, n in cardinalities.items() if c not in hashed and n > limit}
     if too_big:
         column, size = max(too_big.items(), key=lambda item: item[1])
-        raise ValueError(
+        raise DataValidationError(
             f"categorical column(s) {sorted(too_big)} have more distinct train values than "
             f"categorify.max_vocabulary={limit:,} ('{column}': {size:,}); an embedding table "
             f"that size would not fit: hash it (categorify.hash_buckets: {{{column}: {limit}}}), "
@@ -223,14 +213,16 @@ def _check_split_schemas(splits: Mapping[str, Path], columns: list[str]) -> None
     for name, schema in schemas.items():
         missing = [c for c in columns if c not in schema.names]
         if missing:
-            raise ValueError(f"split '{name}' lacks the workflow's input column(s) {missing}")
+            raise DataValidationError(
+                f"split '{name}' lacks the workflow's input column(s) {missing}"
+            )
         drifted = {
             c: (str(reference.field(c).type), str(schema.field(c).type))
             for c in columns
             if not schema.field(c).type.equals(reference.field(c).type)
         }
         if drifted:
-            raise ValueError(
+            raise DataValidationError(
                 f"split '{name}' drifted from train's schema: {drifted} (train type, its type)"
             )
 
@@ -243,7 +235,7 @@ def _compiled_for_transform(workflow: nvt.Workflow, *, cpu: bool, config: Featur
     depend on row position (HashBucket hashes the row index too) stays with NVTabular, whose
     partitioning defines those positions.
     """
-    from components.features.compiled import NotCompilable, compile_workflow
+    from rankflow.core.compiled import NotCompilable, compile_workflow
 
     if config.transform == "nvtabular" or not cpu or config.dask_workers > 1:
         return None
@@ -264,7 +256,7 @@ def _transform_compiled(compiled, workflow: nvt.Workflow, source: Path, out: Pat
 
     files = sorted(source.glob("*.parquet")) if source.is_dir() else [source]
     if not files:
-        raise FileNotFoundError(f"no parquet files in {source}")
+        raise MissingArtifactError(f"no parquet files in {source}")
     names = workflow.output_schema.column_names
     out.mkdir(parents=True, exist_ok=True)
     rows = 0
@@ -287,7 +279,7 @@ def _transform_compiled(compiled, workflow: nvt.Workflow, source: Path, out: Pat
         if writer is not None:
             writer.close()
     if writer is None:
-        raise ValueError(f"{source} has no rows to transform")
+        raise DataValidationError(f"{source} has no rows to transform")
     metadata = TensorflowMetadata.from_merlin_schema(workflow.output_schema)
     metadata.to_proto_text_file(str(out))
     (out / ".merlin").mkdir(exist_ok=True)

@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from rankflow.image import IMAGE
+from rankflow.core.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -23,31 +23,34 @@ def validate_on_triton(
     tolerance: float,
 ) -> NamedTuple("InfraValidationOutputs", [("blessed", bool)]):
     """Load the repository on a fresh Triton; compare online and offline scores; time requests."""
-    import json
-    from collections import namedtuple
-    from dataclasses import asdict
+    from rankflow.core.steps import reporting
 
-    import pyarrow.dataset as ds
+    with reporting("validate-on-triton", infra_report):
+        import json
+        from collections import namedtuple
+        from dataclasses import asdict
 
-    from rankflow.integrity import checked, record
-    from rankflow.io import atomic_write_text, persist_metrics
-    from rankflow.spec import DatasetSpec
-    from serving.validate import InfraValidationConfig, infra_validate
+        import pyarrow.dataset as ds
 
-    report = infra_validate(
-        DatasetSpec.load(checked(dataset_spec)),
-        repository=checked(serving_model),
-        model_name=model_name,
-        workflow_dir=checked(nvt_workflow),
-        model_dir=checked(ranker),
-        rows=ds.dataset(str(checked(test_data)), format="parquet").head(rows).to_pandas(),
-        config=InfraValidationConfig(rows=rows, batch_size=batch_size, tolerance=tolerance),
-    )
-    for task, value in report.skew_max_abs.items():
-        infra_metrics.log_metric(f"{task}_skew_max_abs", value)
-    for name, value in report.latency_ms.items():
-        infra_metrics.log_metric(f"latency_ms_{name}_batch{batch_size}", value)
-    persist_metrics(infra_metrics)
-    atomic_write_text(infra_report.path, json.dumps(asdict(report), indent=2))
-    record(infra_report)
-    return namedtuple("InfraValidationOutputs", ["blessed"])(report.blessed)
+        from rankflow.core.integrity import checked, record
+        from rankflow.core.io import atomic_write_text, persist_metrics
+        from rankflow.core.spec import DatasetSpec
+        from serving.validate import InfraValidationConfig, infra_validate
+
+        report = infra_validate(
+            DatasetSpec.load(checked(dataset_spec)),
+            repository=checked(serving_model),
+            model_name=model_name,
+            workflow_dir=checked(nvt_workflow),
+            model_dir=checked(ranker),
+            rows=ds.dataset(str(checked(test_data)), format="parquet").head(rows).to_pandas(),
+            config=InfraValidationConfig(rows=rows, batch_size=batch_size, tolerance=tolerance),
+        )
+        for task, value in report.skew_max_abs.items():
+            infra_metrics.log_metric(f"{task}_skew_max_abs", value)
+        for name, value in report.latency_ms.items():
+            infra_metrics.log_metric(f"latency_ms_{name}_batch{batch_size}", value)
+        persist_metrics(infra_metrics)
+        atomic_write_text(infra_report.path, json.dumps(asdict(report), indent=2))
+        record(infra_report)
+        return namedtuple("InfraValidationOutputs", ["blessed"])(report.blessed)

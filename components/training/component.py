@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from rankflow.image import IMAGE
+from rankflow.core.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -26,35 +26,38 @@ def train_ranker(
     seed: int,
 ):
     """Train the Merlin Models multi-task ranker and save it as a SavedModel."""
-    from pathlib import Path
+    from rankflow.core.steps import reporting
 
-    from components.training.ranker import RankerConfig, parse_sizes
-    from components.training.ranker import train_ranker as run
-    from rankflow.integrity import checked, record
-    from rankflow.io import persist_metrics
+    with reporting("train-ranker", ranker):
+        from pathlib import Path
 
-    config = RankerConfig(
-        architecture=architecture,
-        embedding_dim=embedding_dim,
-        num_experts=num_experts,
-        expert_mlp=parse_sizes(expert_mlp, name="expert_mlp"),
-        tower_mlp=parse_sizes(tower_mlp, name="tower_mlp"),
-        bottom_mlp=parse_sizes(bottom_mlp, name="bottom_mlp"),
-        cross_depth=cross_depth,
-        dropout=dropout,
-        batch_size=batch_size,
-        epochs=epochs,
-        learning_rate=learning_rate,
-        seed=seed,
-    )
-    history = run(
-        checked(train_features),
-        checked(valid_features),
-        model_dir=Path(ranker.path),
-        config=config,
-    )
-    record(ranker)
-    ranker.metadata["architecture"] = architecture
-    for name, values in history.items():
-        training_metrics.log_metric(name.replace("/", "_"), values[-1])
-    persist_metrics(training_metrics)
+        from components.training.ranker import RankerConfig, parse_sizes
+        from components.training.ranker import train_ranker as run
+        from rankflow.core.integrity import checked, record
+        from rankflow.core.io import persist_metrics
+
+        config = RankerConfig(
+            architecture=architecture,
+            embedding_dim=embedding_dim,
+            num_experts=num_experts,
+            expert_mlp=parse_sizes(expert_mlp, name="expert_mlp"),
+            tower_mlp=parse_sizes(tower_mlp, name="tower_mlp"),
+            bottom_mlp=parse_sizes(bottom_mlp, name="bottom_mlp"),
+            cross_depth=cross_depth,
+            dropout=dropout,
+            batch_size=batch_size,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            seed=seed,
+        )
+        history = run(
+            checked(train_features),
+            checked(valid_features),
+            model_dir=Path(ranker.path),
+            config=config,
+        )
+        record(ranker)
+        ranker.metadata["architecture"] = architecture
+        for name, values in history.items():
+            training_metrics.log_metric(name.replace("/", "_"), values[-1])
+        persist_metrics(training_metrics)

@@ -7,14 +7,13 @@ whatever targets the dataset spec declares.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from rankflow.io import atomic_dir
+from rankflow.core.artifacts import save_ranker, split_loader
+from rankflow.core.errors import ConfigError
+from rankflow.core.tasks import target_columns
 
 if TYPE_CHECKING:
     import merlin.models.tf as mm
@@ -47,11 +46,11 @@ class RankerConfig:
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(
+            raise ConfigError(
                 f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"
             )
         if self.cross_depth < 0:
-            raise ValueError(f"cross_depth must be >= 0, got {self.cross_depth}")
+            raise ConfigError(f"cross_depth must be >= 0, got {self.cross_depth}")
         for name in (
             "embedding_dim",
             "num_experts",
@@ -61,15 +60,15 @@ class RankerConfig:
             "patience",
         ):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("expert_mlp", "tower_mlp", "bottom_mlp", "gate_mlp"):
             sizes = getattr(self, name)
             if not sizes or any(s < 1 for s in sizes):
-                raise ValueError(f"{name} must be a non-empty list of positive sizes, got {sizes}")
+                raise ConfigError(f"{name} must be a non-empty list of positive sizes, got {sizes}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
 
 
 def parse_sizes(text: str, *, name: str) -> tuple[int, ...]:
@@ -77,9 +76,9 @@ def parse_sizes(text: str, *, name: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
     except ValueError as err:
-        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from err
+        raise ConfigError(f"{name} must be comma-separated integers, got {text!r}") from err
     if not sizes:
-        raise ValueError(f"{name} must name at least one layer size, got {text!r}")
+        raise ConfigError(f"{name} must name at least one layer size, got {text!r}")
     return sizes
 
 
@@ -88,21 +87,14 @@ def format_sizes(sizes: tuple[int, ...]) -> str:
     return ",".join(str(size) for size in sizes)
 
 
-def task_names(schema: Schema) -> list[str]:
-    """Target columns, i.e. the tasks the ranker predicts, in schema order."""
-    from merlin.schema import Tags
-
-    return schema.select_by_tag(Tags.TARGET).column_names
-
-
 def build_ranker(schema: Schema, *, config: RankerConfig) -> mm.Model:
     """A multi-task ranker over the schema's features with one binary head per target."""
     import merlin.models.tf as mm
     from merlin.schema import Tags
 
-    targets = task_names(schema)
+    targets = target_columns(schema)
     if not targets:
-        raise ValueError("the schema has no column tagged TARGET: nothing to rank on")
+        raise ConfigError("the schema has no column tagged TARGET: nothing to rank on")
     features = schema.remove_by_tag(Tags.TARGET)
     inputs = mm.InputBlockV2(
         features,
@@ -137,25 +129,12 @@ def build_ranker(schema: Schema, *, config: RankerConfig) -> mm.Model:
     if config.cross_depth:
         # A DCN-v2 cross network before the experts: MLPs learn multiplicative feature crosses
         # (user x ad affinity) slowly, cross layers represent them directly.
-        from components.training.layers import CrossNetwork
+        from rankflow.core.layers import CrossNetwork
 
         return mm.Model(
             inputs, CrossNetwork(config.cross_depth, name="cross_network"), body, outputs
         )
     return mm.Model(inputs, body, outputs)
-
-
-def _loader(path: Path, *, batch_size: int, shuffle: bool):
-    import merlin.models.tf as mm
-    from merlin.io import Dataset
-
-    from components.features.workflow import gpu_available
-
-    return mm.Loader(
-        Dataset(str(path), engine="parquet", cpu=not gpu_available()),
-        batch_size=batch_size,
-        shuffle=shuffle,
-    )
 
 
 def train_ranker(
@@ -172,8 +151,8 @@ def train_ranker(
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(config.seed)
-    train = _loader(train_path, batch_size=config.batch_size, shuffle=True)
-    valid = _loader(valid_path, batch_size=config.batch_size * 4, shuffle=False)
+    train = split_loader(train_path, batch_size=config.batch_size, shuffle=True)
+    valid = split_loader(valid_path, batch_size=config.batch_size * 4, shuffle=False)
     model = build_ranker(train.input_schema, config=config)
     # Cosine decay to zero over the whole run: late epochs refine instead of memorising ids.
     schedule = tf.keras.optimizers.schedules.CosineDecay(
@@ -193,45 +172,3 @@ def train_ranker(
     )
     save_ranker(model, model_dir)
     return {k: [float(v) for v in values] for k, values in history.history.items()}
-
-
-def save_ranker(model, model_dir: Path) -> Path:
-    """Save the ranker as a SavedModel at ``model_dir``: whole and sealed, or not at all."""
-    with atomic_dir(model_dir) as scratch:
-        model.save(str(scratch))
-    return Path(model_dir)
-
-
-def load_ranker(model_dir: Path):  # -> tf.keras.Model
-    """Reload a saved ranker with its Merlin layers and input names intact.
-
-    Its sha256 manifest is checked first: Keras deserialises layer configs on load.
-    """
-    import merlin.models.tf  # noqa: F401  -- registers the Merlin layers; without it inputs lose names
-    import tensorflow as tf
-
-    import components.training.layers  # noqa: F401  -- registers rankflow's own layers
-    from rankflow import integrity
-
-    if not Path(model_dir).is_dir():
-        raise FileNotFoundError(f"no saved ranker at {model_dir}")
-    integrity.verify(model_dir)
-    return tf.keras.models.load_model(str(model_dir))
-
-
-def predict(model, data_path: Path, *, batch_size: int = 8192) -> dict[str, np.ndarray]:
-    """Scores per task for every row of a processed split, in file order."""
-    loader = _loader(data_path, batch_size=batch_size, shuffle=False)
-    outputs: dict[str, list[np.ndarray]] = {}
-    for inputs, _targets in loader:
-        result = model(inputs, training=False)
-        if not isinstance(result, Mapping):
-            result = {task_names(loader.input_schema)[0]: result}
-        for name, value in result.items():
-            outputs.setdefault(_task_of(name), []).append(np.asarray(value).reshape(-1))
-    return {name: np.concatenate(parts) for name, parts in outputs.items()}
-
-
-def _task_of(output_name: str) -> str:
-    # Merlin names heads "<target>/binary_output".
-    return output_name.split("/", 1)[0]

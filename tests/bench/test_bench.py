@@ -9,7 +9,7 @@ import pandas as pd
 
 from bench.etl import NULL_INDEX, OOV_INDEX, PandasWorkflow, compare, run_pandas
 from bench.report import render_markdown, targets, utc_now, write_report
-from rankflow.spec import CategorifyOptions, DatasetSpec
+from rankflow.core.spec import CategorifyOptions, DatasetSpec
 
 
 def _spec() -> DatasetSpec:

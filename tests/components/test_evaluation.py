@@ -12,7 +12,7 @@ from kfp import dsl
 from components.evaluation import metrics as m
 from components.evaluation.component import evaluate_ranker as evaluate_component
 from components.evaluation.evaluate import bless, evaluate, markdown_report
-from rankflow.spec import DatasetSpec
+from rankflow.core.spec import DatasetSpec
 
 
 def _pairwise_auc(labels, scores):

@@ -10,7 +10,7 @@ from kfp import dsl
 
 from components.features.component import engineer_features
 from components.features.workflow import FeatureConfig, build_workflow, run_feature_engineering
-from rankflow.spec import DatasetSpec
+from rankflow.core.spec import DatasetSpec
 from tests.conftest import pipeline_defaults
 
 
@@ -177,7 +177,7 @@ def test_build_workflow_is_unfitted(prepared, tmp_path):
 def test_gpu_path_uses_cudf(prepared, tmp_path):
     import cudf  # noqa: F401
 
-    from components.features.workflow import gpu_available
+    from rankflow.core.device import gpu_available
 
     assert gpu_available()
     run_feature_engineering(

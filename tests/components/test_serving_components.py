@@ -31,7 +31,7 @@ def test_export_then_validate_on_triton(artifact, prepared, features, trained):
     digest = serving_model.metadata.pop("sha256")
     assert serving_model.metadata == {"model_name": "rankflow", "flavour": "cpu"}
     # The recorded digest is the repository's sealed manifest.
-    from rankflow import integrity
+    from rankflow.core import integrity
 
     assert digest == integrity.verify(serving_model.path)
     serving_model.metadata["sha256"] = digest

@@ -7,15 +7,8 @@ import pytest
 from kfp import dsl
 
 from components.training.component import train_ranker as train_component
-from components.training.ranker import (
-    ARCHITECTURES,
-    RankerConfig,
-    build_ranker,
-    load_ranker,
-    parse_sizes,
-    predict,
-    save_ranker,
-)
+from components.training.ranker import ARCHITECTURES, RankerConfig, build_ranker, parse_sizes
+from rankflow.core.artifacts import load_ranker, predict, save_ranker
 from tests.conftest import pipeline_defaults
 
 
@@ -132,7 +125,7 @@ def test_component_trains_and_saves(features, artifact):
 def test_training_data_path_is_on_the_gpu(features):
     import tensorflow as tf
 
-    from components.training.ranker import _loader
+    from rankflow.core.artifacts import split_loader
 
     assert tf.config.list_physical_devices("GPU")
-    assert _loader(features["train"], batch_size=64, shuffle=False).device != "cpu"
+    assert split_loader(features["train"], batch_size=64, shuffle=False).device != "cpu"

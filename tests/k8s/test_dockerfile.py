@@ -18,7 +18,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 import rankflow
-from rankflow.image import IMAGE, REPOSITORY
+from rankflow.core.image import IMAGE, REPOSITORY
+
+pytestmark = pytest.mark.fast
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -16,7 +16,9 @@ import pykustomize
 import pytest
 import yaml
 
-from rankflow.image import IMAGE
+from rankflow.core.image import IMAGE
+
+pytestmark = pytest.mark.fast
 
 K8S = Path(__file__).resolve().parents[2] / "k8s"
 KUBERNETES_VERSION = "1.30.0"

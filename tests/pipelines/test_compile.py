@@ -4,13 +4,16 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from pipelines.compile import COMPILED_PIPELINE, compile_pipeline
 from pipelines.profile import ClusterProfile
 from pipelines.ranking import STEPS
 from rankflow import __version__
-from rankflow.image import IMAGE
+from rankflow.core.image import IMAGE
+
+pytestmark = pytest.mark.fast
 
 
 def _ir(path):

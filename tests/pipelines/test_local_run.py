@@ -1,4 +1,5 @@
-"""A small end-to-end run of the whole DAG through kfp.local, as `make run` does it."""
+"""End-to-end runs of the whole DAG through kfp.local, as `make run` does them: the CLI, the run
+history, a failed step's own error, --resume, and the gates."""
 
 from __future__ import annotations
 
@@ -6,27 +7,70 @@ import json
 
 import pytest
 
-from pipelines.local import format_summary, run_local
+from pipelines.local import format_summary
 from pipelines.ranking import STEPS
+from rankflow.cli import main
+
+
+def _run(runs, store, *overrides: str, resume: bool = False) -> int:
+    argv = ["run", "--runs-dir", str(runs), "--set", f"model_store={store}"]
+    for pair in overrides:
+        argv += ["--set", pair]
+    return main([*argv, "--resume"] if resume else argv)
 
 
 @pytest.mark.slow
-def test_local_pipeline_run_writes_summary(tmp_path):
-    run_dir = tmp_path / "latest"
-    summary = run_local(
-        run_dir=run_dir,
-        arguments={
-            "synthetic_rows": 20_000,
-            "epochs": 1,
-            "architecture": "shared_bottom",
-            "min_auc_click": 0.5,
-            "min_auc_conversion": 0.5,
-            "infra_rows": 128,
-            "model_store": str(tmp_path / "store"),
-        },
+def test_runs_fail_resume_gate_and_keep_their_history(tmp_path, capsys):
+    """Three runs into one history: a run failing at training (its own message, exit 2), the
+    same run resumed at training (its model fails infra-validation, so it is not deployed),
+    and a second configuration that is deployed. `rankflow runs` lists both run directories."""
+    runs, store = tmp_path / "runs", tmp_path / "store"
+    small = ("synthetic_rows=5000", "min_auc_click=0.5", "min_auc_conversion=0.5")
+    # No skew is small enough for a negative tolerance: infra-validation must refuse the model.
+    gated = (*small, "skew_tolerance=-1.0", "infra_rows=64")
+
+    assert _run(runs, store, *gated, "expert_mlp=64,x") == 2
+    err = capsys.readouterr().err.strip()
+    first = (runs / "latest").resolve()
+    assert err == (
+        "rankflow run: train-ranker: expert_mlp must be comma-separated integers, got '64,x' "
+        f"(log: {first / 'pipeline.log'})"
     )
-    on_disk = json.loads((run_dir / "summary.json").read_text())
-    assert on_disk == summary
+    assert not (first / "summary.json").exists()
+
+    assert _run(runs, store, *gated, resume=True) == 0
+    assert (runs / "latest").resolve() == first  # resumed in place
+    summary = json.loads((first / "summary.json").read_text())
+    timings = summary["timings_s"]
+    assert timings["prepare-data"] == timings["engineer-features"] == 0.0  # reused
+    assert timings["train-ranker"] > 0
+    assert summary["blessed"] is True
+    assert summary["serving"]["infra_blessed"] is False
+    assert "> -1e+00" in summary["serving"]["infra_reasons"][0]
+    assert summary["serving"]["version"] is None
+    assert "deploy-model" not in timings
+    assert not store.exists()
+    assert "not deployed: not blessed by infra-validation" in format_summary(summary)
+    assert json.loads((first / "run.json").read_text())["status"] == "succeeded"
+    capsys.readouterr()
+
+    assert (
+        _run(
+            runs,
+            store,
+            "synthetic_rows=20000",
+            "architecture=shared_bottom",
+            "min_auc_click=0.5",
+            "min_auc_conversion=0.5",
+            "infra_rows=128",
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    second = (runs / "latest").resolve()
+    assert second != first and first.is_dir()
+    assert f"run {second.name}: {second / 'summary.json'}" in out
+    summary = json.loads((second / "summary.json").read_text())
     d = summary["dataset"]
     assert d["train_rows"] + d["valid_rows"] + d["test_rows"] == 20_000
     assert d["train_rows"] > d["valid_rows"] > 0
@@ -43,52 +87,28 @@ def test_local_pipeline_run_writes_summary(tmp_path):
     assert 0 < serving["latency_ms"]["p50"] <= serving["latency_ms"]["p99"]
     # Blessed twice over, so deployed: published as version 1; no local Triton was serving.
     assert (serving["version"], serving["grpc_port"]) == (1, None)
-    assert serving["model_store"] == str(tmp_path / "store")
-    assert (tmp_path / "store" / "rankflow" / "1" / "ranker" / "saved_model.pb").is_file()
+    assert serving["model_store"] == str(store)
+    assert (store / "rankflow" / "1" / "ranker" / "saved_model.pb").is_file()
     assert set(STEPS) <= set(summary["timings_s"])
     assert all(v > 0 for v in summary["timings_s"].values())
-    assert (run_dir / "pipeline.yaml").is_file() and summary["pipeline_yaml"].endswith(
-        "pipeline.yaml"
-    )
-    assert "Ranker evaluation" in (run_dir / "report.md").read_text()
-    assert (run_dir / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
+    assert (second / "pipeline.yaml").is_file()
+    assert summary["pipeline_yaml"] == str(second / "pipeline.yaml")
+    assert "Ranker evaluation" in (second / "report.md").read_text()
+    assert (second / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
     assert "shared_bottom" in format_summary(summary)
 
-
-@pytest.mark.slow
-def test_failed_run_resumes_and_a_model_failing_infra_validation_is_not_deployed(tmp_path):
-    """A run that dies at training keeps its data and features; `--resume` starts at training.
-    The resumed model passes evaluation but not infra-validation (no skew is small enough for
-    a negative tolerance), so it never reaches the model store."""
-    arguments = {
-        "synthetic_rows": 5_000,
-        "min_auc_click": 0.5,
-        "min_auc_conversion": 0.5,
-        "skew_tolerance": -1.0,
-        "infra_rows": 64,
-        "model_store": str(tmp_path / "store"),
-    }
-    with pytest.raises(RuntimeError, match=r"failed at \['train-ranker'\]"):
-        run_local(run_dir=tmp_path / "run", arguments={**arguments, "expert_mlp": "64,x"})
-    assert not (tmp_path / "run" / "summary.json").exists()
-
-    summary = run_local(run_dir=tmp_path / "run", arguments=arguments, resume=True)
-    timings = summary["timings_s"]
-    assert timings["prepare-data"] == timings["engineer-features"] == 0.0  # reused
-    assert timings["train-ranker"] > 0
-    assert summary["blessed"] is True
-    assert summary["serving"]["infra_blessed"] is False
-    assert "> -1e+00" in summary["serving"]["infra_reasons"][0]
-    assert summary["serving"]["version"] is None
-    assert "deploy-model" not in summary["timings_s"]
-    assert not (tmp_path / "store").exists()
-    assert "not deployed: not blessed by infra-validation" in format_summary(summary)
-
-
-def test_failed_step_is_reported_with_its_log(tmp_path):
-    run_dir = tmp_path / "bad"
-    with pytest.raises(RuntimeError, match=r"failed at \['prepare-data'\]") as err:
-        run_local(run_dir=run_dir, arguments={"data_source": str(tmp_path / "absent.parquet")})
-    assert "pipeline.log" in str(err.value)
-    assert "needs spec_path" in (run_dir / "pipeline.log").read_text()
-    assert not (run_dir / "summary.json").exists()
+    assert main(["runs", "--runs-dir", str(runs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["RUN", "STATUS", "DATA"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == {first.name, second.name}
+    click = summary["metrics"]["click"]["auc"]
+    assert rows[second.name][1:4] == ["succeeded", "synthetic", "20,000"]
+    assert rows[second.name][4:] == [
+        "shared_bottom",
+        f"click={click:.4f}",
+        f"conversion={summary['metrics']['conversion']['auc']:.4f}",
+        "yes",
+        "v1",
+    ]
+    assert rows[first.name][-2:] == ["yes", "-"]  # blessed by evaluation, never deployed

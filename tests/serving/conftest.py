@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rankflow.spec import DatasetSpec
+from rankflow.core.spec import DatasetSpec
 from serving.export import ExportConfig, export_cpu_repository
 from serving.scorer import RankerScorer
 from serving.triton import TritonConfig, TritonServer

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from components.features.compiled import SMALL_BATCH, NotCompilable, compile_workflow
 from components.features.workflow import build_workflow
-from rankflow.spec import CategorifyOptions, DatasetSpec
+from rankflow.core.compiled import SMALL_BATCH, NotCompilable, compile_workflow
+from rankflow.core.spec import CategorifyOptions, DatasetSpec
 from serving.scorer import RankerScorer, ScoringError
 
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import tritonclient.http as http
 
-from rankflow import integrity
 from rankflow.cli import main
+from rankflow.core import integrity
 from serving.deploy import (
     DeployConfig,
     DeployError,
@@ -125,6 +124,8 @@ def test_replicas_resolve_and_refuse_bad_urls():
 
 
 def _ready_versions(http_url: str, versions=(1, 2, 3)) -> list[int]:
+    import tritonclient.http as http
+
     client = http.InferenceServerClient(http_url)
     try:
         return [v for v in versions if client.is_model_ready("rankflow", str(v))]

@@ -7,8 +7,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from components.training.ranker import load_ranker, predict
-from rankflow.spec import DatasetSpec
+from rankflow.core.artifacts import load_ranker, predict
+from rankflow.core.spec import DatasetSpec
 from serving.export import ExportConfig, export_cpu_repository, export_repository
 from serving.scorer import ScoringError
 

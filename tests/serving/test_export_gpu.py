@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from rankflow.spec import DatasetSpec
+from rankflow.core.spec import DatasetSpec
 from serving.export import FLAVOURS, ExportConfig, ExportError, export_repository
 
 VERSION = 2  # not the default: merlin-systems ignores the version of some of its models

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import glob
+import os
+import signal
 import socket
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from serving.triton import SHM_GLOB, TritonConfig, TritonError, TritonServer
+from serving.triton import SHM_GLOB, TritonConfig, TritonError, TritonServer, group_members
 
 CONFIG = """
 name: "{name}"
@@ -66,6 +69,38 @@ def test_serves_a_python_model_and_stops_cleanly(tmp_path):
     assert not server.running
     assert set(glob.glob(SHM_GLOB)) <= shm_before
     assert _port_free(server.config.ports.grpc) and _port_free(server.config.ports.http)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_killed_triton_leaves_no_stub_and_no_shared_memory(tmp_path):
+    """kill -9 of the server: its python-backend stubs (own processes, in Triton's session)
+    survive it and ignore SIGTERM; stop() ends the whole group and removes their regions."""
+    _model(tmp_path, "add_one")
+    shm_before = set(glob.glob(SHM_GLOB))
+    server = TritonServer(TritonConfig(tmp_path, models=("add_one",))).start()
+    pgid = server.pid
+    assert pgid is not None
+    try:
+        stubs = [pid for pid in group_members(pgid) if pid != pgid]
+        assert stubs, "the python model runs in a stub process of Triton's group"
+        assert set(glob.glob(SHM_GLOB)) - shm_before, "the stub talks over shared memory"
+        os.kill(pgid, signal.SIGKILL)
+        time.sleep(2)
+        assert not _alive(pgid)
+        assert [pid for pid in stubs if _alive(pid)] == stubs  # what used to leak
+    finally:
+        server.stop()
+    assert [pid for pid in stubs if _alive(pid)] == []
+    assert group_members(pgid) == []
+    assert set(glob.glob(SHM_GLOB)) <= shm_before
+    assert not server.running
 
 
 def test_a_model_that_fails_to_load_is_reported_with_the_log(tmp_path):

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.training.ranker import RankerConfig, train_ranker
-from rankflow.spec import DatasetSpec
+from rankflow.core.spec import DatasetSpec
 from serving.export import ExportConfig, export_cpu_repository
 from serving.validate import InfraValidationConfig, infra_validate
 

@@ -1,43 +1,15 @@
-"""Small I/O helpers shared by every step."""
+"""Small I/O helpers shared by every layer: atomic files, metrics files, safe parquet reads.
+
+Sealed artifact directories are written with :func:`rankflow.core.artifacts.atomic_dir`.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-
-@contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield a scratch directory that becomes ``final`` only if the block completes.
-
-    A step that fails (or is killed) half-way leaves no half-written artifact at ``final``: the
-    scratch directory sits beside it, so the closing rename is atomic on the same filesystem.
-    The sha256 manifest (:mod:`rankflow.integrity`) is written before publishing, so every
-    loader can check the artifact is the one written here.
-    """
-    from rankflow import integrity
-
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # A writer that was killed (SIGKILL, OOM, node loss) could not clean up its scratch: the
-    # next writer of the same artifact does.
-    for stale in final.parent.glob(f".{final.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    scratch = final.with_name(f".{final.name}.partial-{uuid.uuid4().hex[:8]}")
-    scratch.mkdir()
-    try:
-        yield scratch
-        integrity.seal(scratch)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final) if final.is_dir() else final.unlink()
-    scratch.rename(final)
+from rankflow.core.errors import MissingArtifactError
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -90,5 +62,5 @@ def parquet_parts(directory: str | Path) -> list[Path]:
 
     parts = sorted(Path(directory).glob("*.parquet"), key=key)
     if not parts:
-        raise FileNotFoundError(f"no parquet files in {directory}")
+        raise MissingArtifactError(f"no parquet files in {directory}")
     return parts

@@ -14,12 +14,10 @@ from typing import Any
 
 import yaml
 
+from rankflow.core.errors import SpecError
+
 #: Funnel stages a target can play. A conversion can only follow a click, which validation enforces.
 TARGET_STAGES = ("click", "conversion")
-
-
-class SpecError(ValueError):
-    """The dataset spec itself is malformed."""
 
 
 @dataclass(frozen=True)
@@ -203,11 +201,14 @@ class DatasetSpec:
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise SpecError(f"dataset spec is not valid YAML: {err}") from err
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise SpecError(f"dataset spec is not valid YAML: {problem}{where}") from err
         return cls.from_dict(raw)
 
     def save(self, path: str | Path) -> None:
-        from rankflow.io import atomic_write_text
+        from rankflow.core.io import atomic_write_text
 
         atomic_write_text(path, self.to_yaml())
 

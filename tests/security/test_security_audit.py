@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from security.audit import LOCK_MARKER, REPORT, lock_digest, render
+
+pytestmark = pytest.mark.fast
 
 
 def test_report_is_for_the_current_lock():

@@ -4,9 +4,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from rankflow import integrity
-from rankflow.integrity import MANIFEST, IntegrityError
-from rankflow.io import atomic_dir, atomic_write_text
+from rankflow.core import integrity
+from rankflow.core.artifacts import atomic_dir
+from rankflow.core.integrity import MANIFEST, IntegrityError
+from rankflow.core.io import atomic_write_text
+
+pytestmark = pytest.mark.fast
 
 
 def _artifact(tmp_path):
@@ -97,7 +100,7 @@ def test_writer_killed_mid_write_leaves_no_artifact_and_the_next_one_cleans_up(t
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from rankflow.io import atomic_dir\n"
+            "from rankflow.core.artifacts import atomic_dir\n"
             "with atomic_dir(sys.argv[1]) as scratch:\n"
             "    (scratch / 'workflow.pkl').write_bytes(b'half')\n"
             "    print('writing', flush=True)\n"

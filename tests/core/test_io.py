@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from rankflow.io import atomic_dir, parquet_parts
+from rankflow.core.artifacts import atomic_dir
+from rankflow.core.io import parquet_parts
+
+pytestmark = pytest.mark.fast
 
 
 def test_atomic_dir_publishes_only_on_success(tmp_path):

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rankflow.core.errors import NotCompilable
+
 if TYPE_CHECKING:
     import nvtabular as nvt
     import pandas as pd
@@ -32,10 +34,6 @@ NULL_INDEX, OOV_INDEX = 1, 2
 
 Columns = Mapping[str, np.ndarray]
 ColumnFn = Callable[[Columns], np.ndarray]
-
-
-class NotCompilable(ValueError):
-    """The workflow uses an op (or an op option) this module doesn't reproduce exactly."""
 
 
 def _isna(values: np.ndarray) -> np.ndarray:

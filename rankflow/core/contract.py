@@ -1,0 +1,284 @@
+"""The endpoint contract: what a served model takes and what it returns, described once.
+
+An :class:`EndpointContract` is built from the fitted workflow's raw inputs and the tasks, and
+every place that spells the endpoint out renders it: the cpu flavour's python-model config, the gpu
+flavour's ensemble config (and its transform step's inputs), the ``rankflow.json`` manifest of
+every exported version, the client's view of a store version. Inputs are raw feature columns, one
+value per row (``dims [1]``); outputs are one FP32 score per row and task, named by the task.
+
+What a store version needs from the installed rankflow is part of the serving contract too: its
+``model.py`` runs inside Triton with today's code (a rollback runs today's code on yesterday's
+artifacts). ``SERVING_FORMAT`` names that interface; the store refuses a version whose format
+this release can't serve, in one line, instead of letting it fail inside Triton. Format 1:
+
+- ``serving.scorer.RankerScorer(workflow_dir, model_dir, *, targets)`` with ``input_dtypes``,
+  ``prepare``, ``rows_independent`` and ``score_prepared``;
+- ``rankflow.integrity.verify`` (0.1.0's model.py) and ``rankflow.core.integrity.verify``;
+- the version directory's ``workflow/``, ``ranker/`` and ``rankflow.json`` (``tasks``).
+
+tests/serving/test_store_compat.py serves every committed store version (tests/fixtures/) with the
+current code. Bump ``SERVING_FORMAT`` only with a change that breaks that interface, and keep a
+format in ``READABLE_FORMATS`` for as long as the code still serves it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rankflow.core.errors import ExportError, StoreError
+
+#: The endpoint name when none is given.
+DEFAULT_ENDPOINT = "rankflow"
+#: Written into every exported version directory.
+MANIFEST = "rankflow.json"
+#: The serving interface this release exports (see the module docstring).
+SERVING_FORMAT = 1
+#: Formats of store versions this release can serve. 0.1.0 wrote no format: that is format 1.
+READABLE_FORMATS = (1,)
+#: Output kinds: a binary task's score is a probability.
+OUTPUT_KINDS = ("binary",)
+
+#: numpy dtype name -> Triton data type. "object" columns are UTF-8 strings (BYTES on the wire).
+TRITON_TYPES = {
+    "bool": "TYPE_BOOL",
+    "int8": "TYPE_INT8",
+    "int16": "TYPE_INT16",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "uint8": "TYPE_UINT8",
+    "float32": "TYPE_FP32",
+    "float64": "TYPE_FP64",
+    "object": "TYPE_STRING",
+}
+_NUMPY_TYPES = {v: k for k, v in TRITON_TYPES.items()}
+
+
+def triton_type(dtype: np.dtype | str) -> str:
+    name = np.dtype(dtype).name
+    if name not in TRITON_TYPES:
+        raise ExportError(f"no Triton type for input dtype {name}")
+    return TRITON_TYPES[name]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One raw feature column. ``dtype`` is the numpy name ("object" = UTF-8 string)."""
+
+    name: str
+    dtype: str
+    dims: tuple[int, ...] = (1,)
+    required: bool = True
+
+    @property
+    def triton_type(self) -> str:
+        return triton_type(self.dtype)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One task's score per row."""
+
+    name: str
+    kind: str = "binary"
+    dtype: str = "float32"
+    dims: tuple[int, ...] = (1,)
+
+    def __post_init__(self) -> None:
+        if self.kind not in OUTPUT_KINDS:
+            raise ExportError(f"output '{self.name}': unknown kind {self.kind!r} ({OUTPUT_KINDS})")
+
+
+@dataclass(frozen=True)
+class EndpointContract:
+    """What the endpoint ``name`` takes and returns."""
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
+    max_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        for what, specs in (("input", self.inputs), ("output", self.outputs)):
+            names = [s.name for s in specs]
+            if len(set(names)) != len(names):
+                raise ExportError(f"endpoint '{self.name}' names an {what} twice: {names}")
+        if not self.outputs:
+            raise ExportError(f"endpoint '{self.name}' has no outputs")
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        input_dtypes: Mapping[str, np.dtype | str],
+        tasks: Sequence[str],
+        *,
+        max_batch_size: int,
+    ) -> EndpointContract:
+        """The contract of a ranker over raw columns ``input_dtypes`` scoring ``tasks``."""
+        inputs = tuple(InputSpec(c, np.dtype(d).name) for c, d in input_dtypes.items())
+        for spec in inputs:
+            triton_type(spec.dtype)  # refuse a dtype Triton can't carry now, not at load
+        return cls(name, inputs, tuple(OutputSpec(t) for t in tasks), max_batch_size)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.outputs)
+
+    @property
+    def input_dtypes(self) -> dict[str, np.dtype]:
+        return {i.name: np.dtype(i.dtype) for i in self.inputs}
+
+    # -- Triton configs ------------------------------------------------------------------------
+    def model_config(self, **fields: Any) -> Any:  # -> tritonclient ModelConfig
+        """A Triton ``ModelConfig`` with this contract's name, batch size, inputs and outputs;
+        ``fields`` sets the rest (``backend="python"``, ``platform="ensemble"``, ...)."""
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        config = mc.ModelConfig(name=self.name, max_batch_size=self.max_batch_size, **fields)
+        for spec in self.inputs:
+            config.input.add(
+                name=spec.name,
+                data_type=mc.DataType.Value(spec.triton_type),
+                dims=list(spec.dims),
+                optional=not spec.required,
+            )
+        for spec in self.outputs:
+            config.output.add(
+                name=spec.name,
+                data_type=mc.DataType.Value(triton_type(spec.dtype)),
+                dims=list(spec.dims),
+            )
+        return config
+
+    # -- (de)serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "max_batch_size": self.max_batch_size,
+            "inputs": [
+                {"name": i.name, "dtype": i.dtype, "dims": list(i.dims), "required": i.required}
+                for i in self.inputs
+            ],
+            "outputs": [
+                {"name": o.name, "kind": o.kind, "dtype": o.dtype, "dims": list(o.dims)}
+                for o in self.outputs
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> EndpointContract:
+        return cls(
+            name=raw["name"],
+            max_batch_size=int(raw["max_batch_size"]),
+            inputs=tuple(
+                InputSpec(i["name"], i["dtype"], tuple(i["dims"]), bool(i["required"]))
+                for i in raw["inputs"]
+            ),
+            outputs=tuple(
+                OutputSpec(o["name"], o["kind"], o["dtype"], tuple(o["dims"]))
+                for o in raw["outputs"]
+            ),
+        )
+
+    @classmethod
+    def from_model_config(cls, config: Any) -> EndpointContract:
+        """The contract a Triton ``ModelConfig`` spells (every output taken as a binary task)."""
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        def numpy_type(tensor: Any) -> str:
+            return _NUMPY_TYPES[mc.DataType.Name(tensor.data_type)]
+
+        return cls(
+            name=config.name,
+            max_batch_size=config.max_batch_size,
+            inputs=tuple(
+                InputSpec(t.name, numpy_type(t), tuple(t.dims), not t.optional)
+                for t in config.input
+            ),
+            outputs=tuple(
+                OutputSpec(t.name, "binary", numpy_type(t), tuple(t.dims)) for t in config.output
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ServingManifest:
+    """``rankflow.json`` of an exported version: how to serve it and what it promises."""
+
+    contract: EndpointContract
+    #: "python" (one python-backend model) or "ensemble" (merlin-systems steps).
+    layout: str
+    format: int = SERVING_FORMAT
+    release: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        payload = {
+            "format": self.format,
+            "release": self.release,
+            "layout": self.layout,
+            # What model.py reads: the heads to answer with, in order.
+            "tasks": list(self.contract.tasks),
+            "contract": self.contract.to_dict(),
+            **self.extra,
+        }
+        return json.dumps(payload, indent=2) + "\n"
+
+
+def write_manifest(
+    version_dir: Path, contract: EndpointContract, *, layout: str, **extra: Any
+) -> Path:
+    """Write ``version_dir/rankflow.json`` for a freshly exported version."""
+    from rankflow import __version__
+
+    path = Path(version_dir) / MANIFEST
+    path.write_text(ServingManifest(contract, layout, release=__version__, extra=extra).to_json())
+    return path
+
+
+def read_manifest(version_dir: Path, *, config: Any | None = None) -> ServingManifest:
+    """The manifest of an exported version; ``config`` (its endpoint ``ModelConfig``) supplies
+    what versions written before the contract was recorded (0.1.0) lack."""
+    path = Path(version_dir) / MANIFEST
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise StoreError(f"unreadable {path}: {err}") from err
+    if "contract" in raw:
+        contract = EndpointContract.from_dict(raw["contract"])
+    elif config is not None:
+        # 0.1.0: tasks and input dtypes only; the endpoint config has the rest.
+        contract = EndpointContract.from_model_config(config)
+    else:
+        raise StoreError(f"{path} records no contract; pass the version's endpoint config")
+    extra = {
+        k: v
+        for k, v in raw.items()
+        if k not in ("format", "release", "layout", "tasks", "contract", "inputs")
+    }
+    return ServingManifest(
+        contract=contract,
+        layout=raw.get("layout", "python"),
+        format=int(raw.get("format", 1)),
+        release=raw.get("release"),
+        extra=extra,
+    )
+
+
+def check_format(manifest: ServingManifest, where: str) -> None:
+    """Refuse a version this release can't serve, naming it and the fix."""
+    if manifest.format not in READABLE_FORMATS:
+        from rankflow import __version__
+
+        raise StoreError(
+            f"{where} was exported in serving format {manifest.format} "
+            f"(release {manifest.release or 'unknown'}); rankflow {__version__} serves formats "
+            f"{list(READABLE_FORMATS)}: serve it with that release, or deploy a version "
+            "exported by this one"
+        )

@@ -1,0 +1,57 @@
+"""What every flavour of exported Triton repository shares: its options and its seals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rankflow.core import integrity
+from rankflow.core.contract import DEFAULT_ENDPOINT
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model_name: str = DEFAULT_ENDPOINT
+    version: int = 1
+    max_batch_size: int = 1024
+    instances: int = 1
+    max_queue_delay_us: int = 0
+
+
+def _compile_bytecode(source: Path) -> None:
+    """Write ``model.py``'s bytecode now, checked against the source by hash.
+
+    Triton's python stub imports ``model.py`` and would write ``__pycache__`` into the version
+    directory, which must match its sealed manifest; with the bytecode already there (and in
+    the manifest) the import reads it instead. Hash-checked, so copies into the store stay
+    valid whatever their timestamps. The export step runs on the serving image's Python.
+    """
+    import importlib.util
+    import py_compile
+
+    py_compile.compile(
+        str(source),
+        cfile=importlib.util.cache_from_source(str(source)),
+        doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+    )
+
+
+def seal_versions(repository: Path) -> None:
+    """Seal every ``<model>/<version>`` directory: Triton loads (and the store publishes) a
+    version directory on its own, so each carries its own manifest besides the repository's.
+    Python backend modules get their bytecode first (see ``_compile_bytecode``)."""
+    for config in sorted(Path(repository).glob("*/config.pbtxt")):
+        for version in sorted(config.parent.iterdir()):
+            if version.is_dir() and version.name.isdigit():
+                for module in sorted(version.glob("*.py")):
+                    _compile_bytecode(module)
+                integrity.seal(version)
+
+
+def write_config(path: Path, config: object) -> Path:  # config: a tritonclient ModelConfig
+    """A ``config.pbtxt`` in Triton's protobuf text format."""
+    from google.protobuf import text_format
+
+    path.write_text(text_format.MessageToString(config))
+    return path
