@@ -1,6 +1,6 @@
 # The one rankflow image: every pipeline component and the Triton Deployment run it.
 #   docker build -t ghcr.io/rankflow/rankflow:0.1.0 .
-# The tag is the package version (rankflow/__init__.py, rankflow/image.py); never push `latest`.
+# The tag is the package version (rankflow/__init__.py, rankflow/core/image.py); never push `latest`.
 #
 # Base: NGC Merlin TensorFlow 23.08, the release matching the lock's merlin-core / nvtabular /
 # merlin-systems 23.8.0 pins. It brings CUDA, RAPIDS (cudf, dask-cuda), TensorFlow 2.12 and Triton
@@ -72,7 +72,8 @@ RUN python3 -m pip install --no-deps \
         tzdata==2026.6
 
 # The project itself (rankflow, components, pipelines, serving; no tests). pyproject.toml admits
-# the image's Python 3.10 as well as the venv's 3.11.
+# the image's Python 3.10 as well as the venv's 3.11. components, pipelines and serving are
+# top-level names: rankflow.packaging fails the build if anything else in the image claims one.
 WORKDIR /opt/rankflow
 COPY pyproject.toml README.md ./
 COPY rankflow/ rankflow/
@@ -81,7 +82,8 @@ COPY pipelines/ pipelines/
 COPY serving/ serving/
 RUN python3 -m pip install --no-deps --no-build-isolation . \
     && rm -rf build ./*.egg-info \
-    && cd / && python3 -c "import rankflow, kfp, google.protobuf as p; assert p.__version__.startswith('6.'), p.__version__"
+    && cd / && python3 -c "import rankflow, kfp, google.protobuf as p; assert p.__version__.startswith('6.'), p.__version__" \
+    && python3 -m rankflow.packaging
 
 # Non-root, numeric so Kubernetes can verify runAsNonRoot; the same UID/GID as the manifests'
 # runAsUser/runAsGroup (k8s/serving/base/deployment.yaml) and the base image's triton-server user.

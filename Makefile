@@ -77,9 +77,10 @@ bench: $(STAMP) ## Full benchmark suite (long; not for CI): bench/results.json, 
 bench-quick: $(STAMP) ## Smoke benchmarks (a few minutes) into build/bench/
 	$(PY) -m bench --quick --out build/bench/results.json --markdown build/bench/BENCHMARKS.md --plots build/bench/plots $(ARGS)
 
-lint: $(STAMP) ## ruff lint + format check, the layer contract (import-linter), top-level names
+lint: $(STAMP) ## ruff lint + format check, mypy, the layer contract (import-linter), top-level names
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m rankflow.packaging
 
@@ -99,4 +100,4 @@ lock: ## Rebuild requirements.lock from the current .venv (after a deliberate up
 	$(PY) -m pip freeze --exclude-editable | grep -v -e '^-e ' -e '^pykustomize==' > requirements.lock
 
 clean: ## Remove caches and build output (keeps .venv and runs/: prune runs with `make runs KEEP=N`)
-	rm -rf build .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf build .pytest_cache .ruff_cache .mypy_cache

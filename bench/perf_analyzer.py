@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from rankflow.core.errors import RankflowError
+
 logger = logging.getLogger(__name__)
 
 #: soname the binary needs -> glob of the bundled file in ``nvidia_pytriton.libs``.
@@ -42,7 +44,7 @@ PARTS = (
 )
 
 
-class PerfAnalyzerUnavailable(RuntimeError):
+class PerfAnalyzerUnavailable(RankflowError, RuntimeError):
     """The binary or one of its libraries isn't installed here."""
 
 

@@ -14,11 +14,12 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from pipelines.runs import RUN_FILE as RUN_RECORD
 from pipelines.runs import RunHistory
 from rankflow.core.errors import MissingArtifactError, StepFailed
+from rankflow.core.io import atomic_write_text
 from rankflow.core.steps import read_failures
 
 logger = logging.getLogger(__name__)
@@ -80,32 +81,35 @@ def _capture(timer: StepTimer) -> Iterator[None]:
     # kfp.local logs through a handler bound to sys.stdout at each task and streams the task's
     # output with print(): swapping stdout sees both, and keeps the terminal to a progress bar.
     original = sys.stdout
-    sys.stdout = _Tee(timer)
-    # A cache hit is logged on the root logger outside those task contexts (and below the
-    # default WARNING level): a handler of its own hears it for the run's duration.
+    sys.stdout = cast(TextIO, _Tee(timer))
+    # kfp.local also logs on the root logger outside those task contexts (cache hits, skipped
+    # tasks, workspace clean-up): for the run's duration the root logger writes to the run's
+    # log only, so the terminal keeps just the progress bar and, at the end, one summary or one
+    # error line.
     root = logging.getLogger()
-    level = root.level
-    hits = _CacheHits(timer)
-    root.addHandler(hits)
+    level, handlers = root.level, list(root.handlers)
+    into_log = _IntoLog(timer)
+    root.handlers = [into_log]
     if level > logging.INFO:
         root.setLevel(logging.INFO)
     try:
         yield
     finally:
         sys.stdout = original
-        root.removeHandler(hits)
+        root.handlers = handlers
         root.setLevel(level)
 
 
-class _CacheHits(logging.Handler):
+class _IntoLog(logging.Handler):
+    """Root-logger records into the run's log (through the timer, which spots cache hits)."""
+
     def __init__(self, timer: StepTimer) -> None:
         super().__init__(logging.INFO)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         self._timer = timer
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if " cache hit" in message:
-            self._timer.feed(message + "\n")
+        self._timer.feed(self.format(record) + "\n")
 
 
 def local_arguments(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -186,12 +190,13 @@ def run_local(
                 pipeline = build_pipeline(without_retries(ClusterProfile()))
                 report = pipeline(**arguments).output
         except Exception as err:
+            bar.leave = False  # the error line replaces the bar
             raise _failure(pipeline_root, timer, log_path, started) from err
     total = round(time.monotonic() - began, 2)
     tasks = TaskOutputs(pipeline_root)
     evaluation = json.loads((tasks.dir("evaluate-ranker") / "evaluation").read_text())
     summary = summarize(tasks, evaluation, arguments, timer.seconds, total, pipeline_yaml)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     shutil.copyfile(report.path, run_dir / "report.md")
     plot_evaluation(evaluation, run_dir / "evaluation.png")
     return summary

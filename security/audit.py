@@ -187,7 +187,7 @@ def render(
         "Every artifact the pipeline writes carries a sha256 manifest (`_SHA256SUMS`, "
         "`sha256sum -c` format) and records its digest in its KFP metadata; fitted workflows, "
         "SavedModels and serving repositories are verified before they are loaded, published "
-        "or served (`rankflow/integrity.py`, RELIABILITY.md).",
+        "or served (`rankflow/core/integrity.py`, RELIABILITY.md).",
         "",
     ]
     return "\n".join(lines)

@@ -116,7 +116,7 @@ def _cast_op(have: Mapping[str, np.dtype], want: Mapping[str, np.dtype]):
             "the export casts all float features to one"
         )
     op = ops.ReduceDtypeSize(float_dtype=floats.pop() if floats else np.float32)
-    ranges = {}
+    ranges: dict[str, tuple[float, float]] = {}
     for column, dtype in want.items():
         if dtype == have[column] and dtype.kind not in "if":
             ranges[column] = (0, 0)  # neither int nor float: left as it is
@@ -262,8 +262,9 @@ def _set_dims(tensor, dims: Sequence[int], reshape: Sequence[int] | None = None)
 def _batched_dims(spec) -> tuple[list[int], list[int] | None]:
     """Triton dims (and reshape) of a batched tensor for a signature's ``[batch, ...]`` spec:
     ``[batch]`` is ``dims [1]`` reshaped to ``[]``, Triton's way to serve a rank-1 tensor."""
-    shape = [-1 if d is None else d for d in spec.shape.as_list()[1:]]
-    return (shape, None) if shape else ([1], [])
+    shape: list[int] = [-1 if d is None else d for d in spec.shape.as_list()[1:]]
+    scalar: list[int] = []
+    return (shape, None) if shape else ([1], scalar)
 
 
 def _instances(model, *, kind: str, count: int) -> None:

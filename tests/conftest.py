@@ -173,6 +173,13 @@ def artifact(tmp_path):
     return make
 
 
+def terminal_lines(text: str) -> list[str]:
+    """What a terminal shows of ``text``: a progress bar redraws its line with carriage
+    returns, so each line is what follows its last one; blank lines dropped."""
+    shown = (line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n"))
+    return [line for line in shown if line]
+
+
 def pipeline_defaults(component) -> dict:
     """The pipeline's default for every parameter of ``component`` (the pipeline passes its
     parameters through under the same names), so tests call a component as a default run would."""

@@ -11,10 +11,11 @@ import pytest
 
 from rankflow.cli import build_parser, main, parse_overrides
 from rankflow.core.errors import UsageError
+from tests.conftest import terminal_lines
 
 
 def _one_line(text: str) -> str:
-    lines = text.strip().splitlines()
+    lines = terminal_lines(text)
     assert len(lines) == 1, text
     assert "Traceback" not in text
     return lines[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -185,7 +186,8 @@ def validate_log(spec: DatasetSpec, source: str | Path) -> ValidationReport:
     not_null = spec.id_columns + spec.target_columns + (spec.timestamp,)
     rows = 0
     positives = dict.fromkeys(spec.target_columns, 0)
-    ts_min = ts_max = None
+    ts_min: Any = None
+    ts_max: Any = None
     window = _event_window()
     click_col = spec.targets["click"]
     conversion_col = spec.targets.get("conversion")

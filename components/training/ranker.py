@@ -104,7 +104,7 @@ def build_ranker(schema: Schema, *, config: RankerConfig) -> mm.Model:
         ),
     )
 
-    def mlp(sizes: tuple[int, ...]) -> mm.MLPBlock:
+    def mlp(sizes: tuple[int, ...]) -> Any:  # an mm.MLPBlock (a function returning a Block)
         return mm.MLPBlock(list(sizes), dropout=config.dropout or None)
 
     outputs = mm.OutputBlock(schema, task_blocks=mlp(config.tower_mlp))

@@ -173,6 +173,13 @@ _PER_COLUMN = {
 _PASS_THROUGH = {"ConcatColumns", "AddTags", "AddMetadata", "TagAsItemFeatures"}
 
 
+def _select(column: str) -> ColumnFn:
+    def select(raw: Columns) -> np.ndarray:
+        return raw[column]
+
+    return select
+
+
 def _compile_node(node: Any, memo: dict[int, dict[str, ColumnFn]]) -> dict[str, ColumnFn]:
     if id(node) in memo:
         return memo[id(node)]
@@ -182,7 +189,7 @@ def _compile_node(node: Any, memo: dict[int, dict[str, ColumnFn]]) -> dict[str, 
     name = type(node.op).__name__
     outputs = node.output_columns.names
     if name == "SelectionOp" and not node.parents_with_dependencies:
-        compiled = {c: (lambda raw, c=c: raw[c]) for c in outputs}
+        compiled = {c: _select(c) for c in outputs}
     elif name in _PASS_THROUGH or name == "SelectionOp":
         missing = [c for c in outputs if c not in parents]
         if missing:
@@ -236,10 +243,10 @@ def _probe_rows(workflow: nvt.Workflow, dtypes: Mapping[str, np.dtype]) -> pd.Da
             cycle = [known[i % len(known)] for i in range(size - 3)]
             columns[column] = np.array([*cycle, "rankflow-unseen", None, ""], dtype=object)
         elif dtype.kind in "iu":
-            known = vocab.get(column, np.arange(8)).astype(np.int64)
-            cycle = known[np.arange(size - 3) % max(len(known), 1)]
-            unseen = int(known.max()) + 1 if len(known) else 1
-            columns[column] = np.array([*cycle, unseen, -1, 0], dtype=dtype)
+            ids = vocab.get(column, np.arange(8)).astype(np.int64)
+            repeated = ids[np.arange(size - 3) % max(len(ids), 1)]
+            unseen = int(ids.max()) + 1 if len(ids) else 1
+            columns[column] = np.array([*repeated, unseen, -1, 0], dtype=dtype)
         else:
             values = rng.normal(size=size).astype(dtype)
             values[-1] = np.nan

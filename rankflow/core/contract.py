@@ -104,8 +104,10 @@ class EndpointContract:
     max_batch_size: int = 1024
 
     def __post_init__(self) -> None:
-        for what, specs in (("input", self.inputs), ("output", self.outputs)):
-            names = [s.name for s in specs]
+        for what, names in (
+            ("input", [i.name for i in self.inputs]),
+            ("output", [o.name for o in self.outputs]),
+        ):
             if len(set(names)) != len(names):
                 raise ExportError(f"endpoint '{self.name}' names an {what} twice: {names}")
         if not self.outputs:
@@ -148,11 +150,11 @@ class EndpointContract:
                 dims=list(spec.dims),
                 optional=not spec.required,
             )
-        for spec in self.outputs:
+        for output in self.outputs:
             config.output.add(
-                name=spec.name,
-                data_type=mc.DataType.Value(triton_type(spec.dtype)),
-                dims=list(spec.dims),
+                name=output.name,
+                data_type=mc.DataType.Value(triton_type(output.dtype)),
+                dims=list(output.dims),
             )
         return config
 

@@ -235,3 +235,11 @@ def test_version_label_env_and_image_tag_agree():
     assert "latest" not in IMAGE
     env = " ".join(args for instruction, args in INSTRUCTIONS if instruction == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env.split()
+
+
+def test_the_image_build_checks_our_top_level_names_are_ours():
+    """components, pipelines and serving are top-level names (pyproject.toml): the build fails
+    if anything else in the base image claims one (rankflow.packaging)."""
+    runs = [args for instruction, args in INSTRUCTIONS if instruction == "RUN"]
+    (install,) = [r for r in runs if "--no-build-isolation ." in r]
+    assert install.rstrip().endswith("python3 -m rankflow.packaging")

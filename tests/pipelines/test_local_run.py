@@ -10,6 +10,7 @@ import pytest
 from pipelines.local import format_summary
 from pipelines.ranking import STEPS
 from rankflow.cli import main
+from tests.conftest import terminal_lines
 
 
 def _run(runs, store, *overrides: str, resume: bool = False) -> int:
@@ -30,12 +31,12 @@ def test_runs_fail_resume_gate_and_keep_their_history(tmp_path, capsys):
     gated = (*small, "skew_tolerance=-1.0", "infra_rows=64")
 
     assert _run(runs, store, *gated, "expert_mlp=64,x") == 2
-    err = capsys.readouterr().err.strip()
+    err = terminal_lines(capsys.readouterr().err)
     first = (runs / "latest").resolve()
-    assert err == (
+    assert err == [
         "rankflow run: train-ranker: expert_mlp must be comma-separated integers, got '64,x' "
         f"(log: {first / 'pipeline.log'})"
-    )
+    ]
     assert not (first / "summary.json").exists()
 
     assert _run(runs, store, *gated, resume=True) == 0

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rankflow.core.artifacts import load_ranker, predict
+from rankflow.core.contract import SERVING_FORMAT, EndpointContract, read_manifest
 from rankflow.core.spec import DatasetSpec
 from serving.export import ExportConfig, export_cpu_repository, export_repository
 from serving.scorer import ScoringError
@@ -28,13 +29,26 @@ def test_scorer_names_missing_columns(scorer, prepared):
         scorer.score(raw)
 
 
-def test_repository_layout(repository):
-    config = (repository / "rankflow" / "config.pbtxt").read_text()
-    assert 'backend: "python"' in config
-    assert 'name: "surface" data_type: TYPE_STRING' in config
-    assert 'name: "user_id" data_type: TYPE_INT64' in config
-    assert 'output { name: "conversion" data_type: TYPE_FP32' in config
+def test_repository_layout(repository, scorer):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    text = (repository / "rankflow" / "config.pbtxt").read_text()
+    config = text_format.Parse(text, mc.ModelConfig())
+    assert (config.name, config.backend, config.max_batch_size) == ("rankflow", "python", 1024)
+    inputs = {t.name: (mc.DataType.Name(t.data_type), list(t.dims)) for t in config.input}
+    assert inputs["surface"] == ("TYPE_STRING", [1])
+    assert inputs["user_id"] == ("TYPE_INT64", [1])
+    assert list(inputs) == list(scorer.input_dtypes)
+    outputs = [(t.name, mc.DataType.Name(t.data_type), list(t.dims)) for t in config.output]
+    assert outputs == [("click", "TYPE_FP32", [1]), ("conversion", "TYPE_FP32", [1])]
+    assert config.HasField("dynamic_batching")
+    assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
+    # The config and the version's manifest are renderings of one contract.
     version = repository / "rankflow" / "1"
+    manifest = read_manifest(version)
+    assert manifest.contract == EndpointContract.from_model_config(config)
+    assert (manifest.layout, manifest.format) == ("python", SERVING_FORMAT)
     assert (version / "workflow" / "workflow.pkl").is_file()
     assert (version / "ranker" / "saved_model.pb").is_file()
 
