@@ -161,10 +161,12 @@ def run_local(
     if run_dir.exists() and not resume:
         # A fresh run starts from an empty directory, but for its run record.
         for entry in run_dir.iterdir():
-            if entry.name != RUN_RECORD:
-                shutil.rmtree(
-                    entry
-                ) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            if entry.name == RUN_RECORD:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").unlink(missing_ok=True)
     pipeline_yaml = compile_pipeline(run_dir / "pipeline.yaml")
@@ -210,13 +212,9 @@ def _failure(pipeline_root: Path, timer: StepTimer, log_path: Path, since: float
         f for f in read_failures(pipeline_root, since=since) if not failed or f.step in failed
     ]
     if recorded:
-        first = recorded[-1]
+        last = recorded[-1]
         return StepFailed(
-            first.step,
-            first.message,
-            error=first.error,
-            exit_code=first.exit_code,
-            log=str(log_path),
+            last.step, last.message, error=last.error, exit_code=last.exit_code, log=str(log_path)
         )
     # No record: the step died before its body ran (killed, out of memory, a broken image).
     step = failed[0] if failed else "start-up"
@@ -239,12 +237,10 @@ def run_recorded(
         failure = {"step": err.step, "error": err.error, "message": err.message}
         history.update(run_dir, status="failed", failure={**failure, "exit_code": err.exit_code})
         raise
-    except BaseException as err:
-        history.update(
-            run_dir,
-            status="failed",
-            failure={"step": "start-up", "error": type(err).__name__, "message": str(err)},
-        )
+    except BaseException as err:  # outside any step: start-up, the summary, Ctrl-C
+        message = str(err) or type(err).__name__
+        failure = {"step": "run", "error": type(err).__name__, "message": message}
+        history.update(run_dir, status="failed", failure=failure)
         raise
     history.update(run_dir, status="succeeded", failure=None)
     return run_dir, summary

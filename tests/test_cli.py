@@ -81,6 +81,20 @@ def _log(tmp_path, *, like: list) -> str:
     return str(path)
 
 
+def _run_own_data(runs, log, spec) -> int:
+    return main(
+        [
+            "run",
+            "--runs-dir",
+            str(runs),
+            "--set",
+            f"data_source={log}",
+            "--set",
+            f"spec_path={spec}",
+        ]
+    )
+
+
 SPEC = "timestamp: ts\nuser: {id: user}\nitem: {id: ad}\ntargets: {click: like}\n"
 
 
@@ -103,17 +117,7 @@ def test_run_refuses_bad_input_in_one_line_before_anything_runs(
     if spec is not None:
         spec_path.write_text(spec)
     runs = tmp_path / "runs"
-    code = main(
-        [
-            "run",
-            "--runs-dir",
-            str(runs),
-            "--set",
-            f"data_source={log}",
-            "--set",
-            f"spec_path={spec_path}",
-        ]
-    )
+    code = _run_own_data(runs, log, spec_path)
     assert code == 2
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("rankflow run: ") and message in line
@@ -156,17 +160,7 @@ def test_a_bad_log_fails_its_step_with_the_steps_own_message(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
     runs = tmp_path / "runs"
-    code = main(
-        [
-            "run",
-            "--runs-dir",
-            str(runs),
-            "--set",
-            f"data_source={log}",
-            "--set",
-            f"spec_path={spec}",
-        ]
-    )
+    code = _run_own_data(runs, log, spec)
     assert code == 2
     line = _one_line(capsys.readouterr().err)
     run_dir = (runs / "latest").resolve()
