@@ -1,7 +1,8 @@
 """Build a Triton model repository for the ranker: NVTabular transform + model in one endpoint.
 
-Two flavours with the same endpoint contract (raw feature columns in, ``dims: [1]``, named and
-typed as the workflow's inputs; one FP32 ``dims: [1]`` score per task out, named by task):
+Two flavours (``EXPORTERS``), both rendered from one :class:`EndpointContract`
+(:mod:`rankflow.core.contract`: raw feature columns in, ``dims: [1]``, named and typed as the
+workflow's inputs; one FP32 ``dims: [1]`` score per task out, named by task):
 
 - ``cpu``: one python-backend model running transform and SavedModel together, for the Triton
   here (python backend and ensembles, no TensorFlow backend); the fastest layout measured on
