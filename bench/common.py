@@ -90,6 +90,7 @@ class Workspace:
     def ranker(self, rows: int) -> Path:
         if rows not in self._rankers:
             from components.training.ranker import RankerConfig, train_ranker
+            from rankflow.core.spec import DatasetSpec
 
             features = self.features(rows)
             model_dir = self.root / f"ranker-{rows}"
@@ -97,6 +98,7 @@ class Workspace:
             # Keras' per-epoch line goes to stderr: stdout carries the results table.
             with contextlib.redirect_stdout(sys.stderr):
                 train_ranker(
+                    DatasetSpec.load(self.prepared(rows)["spec"]),
                     features["train"],
                     features["valid"],
                     model_dir=model_dir,

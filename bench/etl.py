@@ -95,8 +95,8 @@ class PandasWorkflow:
             mean, std = self.moments[column]
             filled = frame[column].fillna(0).to_numpy(dtype=np.float64)
             out[column] = ((filled - mean) / (std or 1.0)).astype(np.float32)
-        for column in self.spec.target_columns:
-            out[column] = frame[column].to_numpy()
+        for task in self.spec.tasks:
+            out[task.name] = frame[task.column].to_numpy()
         return pd.DataFrame(out)
 
 
@@ -166,7 +166,7 @@ def compare(spec: DatasetSpec, nvt_out: Path, pandas_out: Path) -> dict[str, Any
         for c in spec.continuous
     )
     check["targets_equal"] = all(
-        np.array_equal(nvt[c].to_numpy(), pdf[c].to_numpy()) for c in spec.target_columns
+        np.array_equal(nvt[c].to_numpy(), pdf[c].to_numpy()) for c in spec.task_names
     )
     # Codes equal where both encoders agree on vocabulary order; the share says how often.
     check["categorical_code_match"] = {

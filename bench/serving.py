@@ -141,7 +141,7 @@ def bench_serving(
         repository=repository,
         config=ExportConfig(max_batch_size=max(1024, *batch_sizes)),
     )
-    scorer = RankerScorer(features["workflow"], model_dir, targets=spec.target_columns)
+    scorer = RankerScorer(features["workflow"], model_dir, targets=spec.label_columns)
     test = read_rows(prepared["test"])
     rng = np.random.default_rng(workspace.seed)
     pool = test.iloc[

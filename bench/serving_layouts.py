@@ -40,7 +40,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-TASKS = ("click", "conversion")
 TOLERANCE = 1e-5
 
 
@@ -90,6 +89,7 @@ def build_artifacts(workdir: Path, *, rows: int, seed: int) -> dict[str, Path]:
         config=FeatureConfig(),
     )
     train_ranker(
+        DatasetSpec.load(paths["spec"]),
         features["train"],
         features["valid"],
         model_dir=paths["model"],
@@ -116,14 +116,14 @@ def export_layouts(paths: dict[str, Path], repository: Path) -> list[Layout]:
     spec = DatasetSpec.load(paths["spec"])
     repository.mkdir(parents=True)
     sources = {"workflow_dir": paths["workflow"], "model_dir": paths["model"]}
-    tasks = spec.target_columns
+    tasks = spec.task_names
 
     export_cpu_repository(
         spec, **sources, repository=repository / ".a", config=ExportConfig(model_name="layout_a")
     )
     _merge(repository / ".a", repository)
 
-    artifacts = load_ensemble_artifacts(tasks, **sources)
+    artifacts = load_ensemble_artifacts(tasks, **sources, drop=spec.label_columns)
     with atomic_dir(repository / ".b") as scratch:
         write_ensemble(
             artifacts,
@@ -138,7 +138,7 @@ def export_layouts(paths: dict[str, Path], repository: Path) -> list[Layout]:
     # of the executor and workflow models), its TF model re-declared as a python model.
     from merlin.systems.dag.runtimes.triton import TritonExecutorRuntime
 
-    artifacts = load_ensemble_artifacts(tasks, **sources)
+    artifacts = load_ensemble_artifacts(tasks, **sources, drop=spec.label_columns)
     staging = repository / ".c"
     _executor, nodes = TritonExecutorRuntime().export(
         artifacts.graph, str(staging), version=1, name="layout_c"
@@ -153,20 +153,20 @@ def export_layouts(paths: dict[str, Path], repository: Path) -> list[Layout]:
     _merge(staging, repository)
 
     return [
-        Layout("a", "single python model", "layout_a", True, {t: t for t in TASKS}),
+        Layout("a", "single python model", "layout_a", True, {t: t for t in tasks}),
         Layout(
             "b",
             "ensemble: python transform -> python SavedModel",
             "layout_b",
             True,
-            {t: t for t in TASKS},
+            {t: t for t in tasks},
         ),
         Layout(
             "c",
             "merlin executor (BLS) -> python models",
             "layout_c",
             False,
-            {t: artifacts.heads[t] for t in TASKS},
+            {t: artifacts.heads[t] for t in tasks},
             # Ensembles load their steps; BLS callees must be loaded explicitly.
             load=tuple(c.name for c in nodes),
         ),
@@ -282,7 +282,7 @@ def measure(server, layouts, scorer, test, *, batch_sizes, requests, warmup, see
                             print(f"layout {key}: {err}", file=sys.stderr)
                         continue
                     elapsed = time.perf_counter() - start
-                    for task in TASKS:
+                    for task in layout.outputs:
                         online = result.as_numpy(layout.outputs[task]).reshape(-1)
                         diff = float(np.abs(online - expected[which][task]).max())
                         skew[key] = max(skew[key], diff)
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         repository = scratch / "repository"
         layouts = export_layouts(paths, repository)
         spec = DatasetSpec.load(paths["spec"])
-        scorer = RankerScorer(paths["workflow"], paths["model"], targets=spec.target_columns)
+        scorer = RankerScorer(paths["workflow"], paths["model"], targets=spec.label_columns)
         test = ds.dataset(str(paths["test"]), format="parquet").to_table().to_pandas()
         config = TritonConfig(
             repository,

@@ -293,16 +293,36 @@ def summarize(
     )
     deployment = json.loads(deployment_file.read_text()) if deployment_file else None
     grpc_url = deployment and deployment["grpc_url"]
+    training_file = tasks.file("train-ranker", "ranker")
+    training = (
+        json.loads((training_file / "training.json").read_text())
+        if training_file is not None and (training_file / "training.json").is_file()
+        else {}
+    )
+    deploy_reasons = []
+    if not evaluation["blessed"]:
+        deploy_reasons += [f"evaluation: {r}" for r in evaluation["reasons"]]
+    if not infra["blessed"]:
+        deploy_reasons += [f"infra-validation: {r}" for r in infra["reasons"]]
+    if deployment is not None:
+        deploy_reasons = [f"deployed version {deployment['version']}"]
+    elif not deploy_reasons:
+        deploy_reasons = ["the deployment gate held it back"]
     return {
         "dataset": rows,
         "model": {"architecture": arguments.get("architecture", defaults["architecture"])},
         "metrics": {
-            task: {k: t[k] for k in ("auc", "logloss", "ece", "oracle_auc")}
+            task: {"kind": t["kind"], "given": t["given"], "rows": t["rows"], **t["metrics"]}
+            | {"slices": t["slices"]}
             for task, t in evaluation["tasks"].items()
         },
+        "training": training,
         "blessed": evaluation["blessed"],
         "blessing_reasons": evaluation["reasons"],
+        "gates": evaluation.get("gates", {}),
         "serving": {
+            "deployed": deployment is not None,
+            "deploy_reasons": deploy_reasons,
             "model_name": arguments.get("serving_model_name", defaults["serving_model_name"]),
             # None when the gate held the model back; published but not loaded when no
             # Triton was serving the store (then grpc_port is None: `make serve` loads it).
@@ -331,10 +351,12 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"{d['train_rows']:,} train / {d['valid_rows']:,} valid / {d['test_rows']:,} test rows",
     ]
     for task, m in summary["metrics"].items():
-        oracle = m["oracle_auc"]
-        gap = f" (oracle {oracle:.4f}, gap {oracle - m['auc']:.4f})" if oracle is not None else ""
+        lines.append(f"  {task_line(task, m)}")
+    budget = summary.get("training", {}).get("budget")
+    if budget:
         lines.append(
-            f"  {task:<12} AUC {m['auc']:.4f}{gap}  log-loss {m['logloss']:.4f}  ECE {m['ece']:.4f}"
+            f"  budget: batch {budget['batch_size']}, {summary['training']['epochs_run']} of "
+            f"{budget['epochs']} epoch(s) run, best epoch {summary['training']['best_epoch']}"
         )
     lines.append(f"  blessed: {summary['blessed']}")
     serving = summary["serving"]
@@ -370,3 +392,19 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     steps = ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings_s"].items())
     lines.append(f"  time: {steps}")
     return "\n".join(lines)
+
+
+def task_line(task: str, m: Mapping[str, Any]) -> str:
+    """One task's headline metrics: AUC (and oracle gap), log-loss, ECE, Σp/Σy; or RMSE (and
+    Bayes RMSE), R², Σp/Σy."""
+    ratio = f"  Σp/Σy {m['calibration_ratio']:.3f}" if m.get("calibration_ratio") else ""
+    if m.get("kind") == "regression":
+        bayes = f" (Bayes {m['bayes_rmse']:.3f})" if m.get("bayes_rmse") is not None else ""
+        return f"{task:<14} RMSE {m['rmse']:.3f}{bayes}  R² {m['r2']:.4f}{ratio}"
+    oracle = m.get("oracle_auc")
+    gap = f" (oracle {oracle:.4f}, gap {oracle - m['auc']:.4f})" if oracle is not None else ""
+    given = f" | {m['given']}" if m.get("given") else ""
+    return (
+        f"{task + given:<14} AUC {m['auc']:.4f}{gap}  log-loss {m['logloss']:.4f}  "
+        f"ECE {m['ece']:.4f}{ratio}"
+    )

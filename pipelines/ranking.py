@@ -6,6 +6,8 @@ Wiring only.
 Parameter defaults come from the steps' config dataclasses, so each default lives in one place.
 """
 
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl.graph_component import GraphComponent
 
@@ -14,7 +16,6 @@ from components.data.split import SplitConfig
 from components.data.synthetic import SyntheticConfig
 from components.deploy.component import deploy_model, deployment_gate
 from components.evaluation.component import evaluate_ranker
-from components.evaluation.evaluate import BlessingPolicy
 from components.export.component import export_serving_model
 from components.features.component import engineer_features
 from components.features.workflow import FeatureConfig
@@ -46,9 +47,9 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description=(
-            "Interaction log -> NVTabular features -> Merlin Models multi-task ranker (click + "
-            "conversion) -> evaluation and blessing gate -> Triton export, infra-validation and "
-            "gated, versioned rollout."
+            "Interaction log -> NVTabular features -> Merlin Models multi-task ranker (the "
+            "spec's binary and regression tasks) -> evaluation and blessing gate -> Triton "
+            "export, infra-validation and gated, versioned rollout."
         ),
     )
     def ranking_pipeline(
@@ -67,11 +68,10 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
         bottom_mlp: str = format_sizes(RankerConfig.bottom_mlp),
         cross_depth: int = RankerConfig.cross_depth,
         dropout: float = RankerConfig.dropout,
-        batch_size: int = RankerConfig.batch_size,
-        epochs: int = RankerConfig.epochs,
-        learning_rate: float = RankerConfig.learning_rate,
-        min_auc_click: float = BlessingPolicy.min_auc_click,
-        min_auc_conversion: float = BlessingPolicy.min_auc_conversion,
+        batch_size: Optional[int] = None,  # noqa: UP045 -- kfp reads typing.Optional, not "int | None"
+        epochs: Optional[int] = None,  # noqa: UP045 -- kfp reads typing.Optional, not "int | None"
+        learning_rate: Optional[float] = None,  # noqa: UP045
+        gates: str = "{}",
         serving_model_name: str = ExportConfig.model_name,
         serving_flavour: str = profile.serving_flavour,
         max_batch_size: int = ExportConfig.max_batch_size,
@@ -101,11 +101,14 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             bottom_mlp: Comma-separated layer sizes of the shared bottom (shared_bottom only).
             cross_depth: Layers of the DCN-v2 cross network in front of the experts (0 = none).
             dropout: Dropout rate of every MLP layer.
-            batch_size: Training batch size.
-            epochs: Training epochs.
-            learning_rate: Peak Adam learning rate (cosine-decayed to zero over the run).
-            min_auc_click: Minimum test AUC of the click task for the model to be blessed.
-            min_auc_conversion: Minimum test AUC of the conversion task (if the data has one).
+            batch_size: Training batch size; empty: derived from the train split's row count.
+            epochs: Most training epochs (the best validation epoch is kept); empty: derived
+                from the train split's row count.
+            learning_rate: Peak Adam learning rate, cosine-decayed to zero over the run; empty:
+                0.01 at batch 2048, scaled with the square root of the batch size.
+            gates: Per-task blessing gates as JSON, e.g. {"click": {"min_auc": 0.7}, "dwell":
+                {"min_r2": 0.3}}; a task not named must beat chance (binary: AUC above 0.5 by
+                a 99% confidence bound) or the mean predictor (regression).
             serving_model_name: Name of the Triton endpoint.
             serving_flavour: "gpu" (NVTabular + TensorFlow-backend ensemble; Triton with the
                 TensorFlow backend, as in the NGC Merlin image) or "cpu" (one python-backend
@@ -137,6 +140,7 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
         training = train_ranker(
             train_features=features.outputs["train_features"],
             valid_features=features.outputs["valid_features"],
+            dataset_spec=data.outputs["dataset_spec"],
             architecture=architecture,
             embedding_dim=embedding_dim,
             num_experts=num_experts,
@@ -155,8 +159,7 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             test_features=features.outputs["test_features"],
             test_data=data.outputs["test_data"],
             dataset_spec=data.outputs["dataset_spec"],
-            min_auc_click=min_auc_click,
-            min_auc_conversion=min_auc_conversion,
+            gates=gates,
         ).set_display_name("Evaluate and bless")
         export = export_serving_model(
             nvt_workflow=features.outputs["nvt_workflow"],

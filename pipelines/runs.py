@@ -64,7 +64,7 @@ class RunInfo:
 
     def line(self) -> str:
         if self.summary is not None:
-            aucs = " ".join(f"{task}={m['auc']:.4f}" for task, m in self.summary["metrics"].items())
+            aucs = " ".join(f"{task}={headline(m)}" for task, m in self.summary["metrics"].items())
             blessed = "yes" if self.summary["blessed"] else "no"
             version = self.summary["serving"]["version"]
             deployed = f"v{version}" if version is not None else "-"
@@ -214,3 +214,10 @@ def format_runs(runs: Sequence[RunInfo]) -> str:
     if not runs:
         return "no runs yet: `make run` starts one"
     return "\n".join([HEADER, *(r.line() for r in runs)])
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """A task's headline number: AUC for a binary task, R² for a regression task."""
+    if metrics.get("kind") == "regression":
+        return f"R2:{metrics['r2']:.3f}"
+    return f"{metrics['auc']:.4f}"

@@ -24,7 +24,7 @@ DEFAULT_RUNS = Path("runs")
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["epochs=2", "min_auc_click=0.6"]`` -> typed pipeline arguments.
+    """``["epochs=2", 'gates={"click": {"min_auc": 0.6}}']`` -> typed pipeline arguments.
 
     Types come from the pipeline's own parameter declarations, so a typo or a wrong type is
     refused here rather than half-way through a run.

@@ -61,6 +61,8 @@ class EnsembleArtifacts:
     """
 
     tasks: tuple[str, ...]
+    kinds: dict[str, str]  # task -> "binary" | "regression"
+    drop: tuple[str, ...]  # raw label columns removed from the workflow
     workflow: Any  # nvtabular.Workflow
     model_dir: Path
     features: dict[str, Any]  # ranker input name -> tf.TensorSpec
@@ -74,7 +76,11 @@ class EnsembleArtifacts:
 
     def contract(self, config: ExportConfig) -> EndpointContract:
         return EndpointContract.build(
-            config.model_name, self.raw_dtypes, self.tasks, max_batch_size=config.max_batch_size
+            config.model_name,
+            self.raw_dtypes,
+            self.tasks,
+            max_batch_size=config.max_batch_size,
+            kinds=self.kinds,
         )
 
 
@@ -169,10 +175,20 @@ def serving_workflow(workflow_dir: Path, *, targets: Sequence[str], features: Ma
 
 
 def load_ensemble_artifacts(
-    tasks: Sequence[str], *, workflow_dir: Path, model_dir: Path
+    tasks: Sequence[str],
+    *,
+    workflow_dir: Path,
+    model_dir: Path,
+    drop: Sequence[str] | None = None,
+    kinds: Mapping[str, str] | None = None,
 ) -> EnsembleArtifacts:
-    """Load the workflow and the SavedModel and check they fit together; writes nothing."""
+    """Load the workflow and the SavedModel and check they fit together; writes nothing.
+
+    ``drop``: the raw label columns to remove from the workflow (default: the task names);
+    ``kinds``: each task's output kind (default binary).
+    """
     tasks = tuple(tasks)
+    drop = tuple(drop) if drop is not None else tasks
     _loaded, signature = load_signature(model_dir)
     features = dict(signature.structured_input_signature[1])
     outputs = dict(signature.structured_outputs)
@@ -194,10 +210,12 @@ def load_ensemble_artifacts(
                 f"ranker input '{name}' has shape {spec.shape}; the export supports one "
                 "scalar feature per row (shape [batch])"
             )
-    workflow = serving_workflow(workflow_dir, targets=tasks, features=features)
+    workflow = serving_workflow(workflow_dir, targets=drop, features=features)
     graph = _merlin_graph(workflow, model_dir)
     return EnsembleArtifacts(
         tasks=tasks,
+        kinds={t: (kinds or {}).get(t, "binary") for t in tasks},
+        drop=drop,
         workflow=workflow,
         model_dir=Path(model_dir),
         features=features,
@@ -358,7 +376,9 @@ def write_ensemble(
     version = root / endpoint / str(config.version)
     version.mkdir(parents=True)
     # Triton needs the ensemble's version directory; the manifest keeps it through object stores.
-    write_manifest(version, contract, layout="ensemble", ranker_backend=ranker_backend)
+    write_manifest(
+        version, contract, layout="ensemble", drop=artifacts.drop, ranker_backend=ranker_backend
+    )
     shutil.rmtree(staging)
 
     configs = {c.name: c for c in (ensemble, transform, ranker)}
@@ -426,7 +446,11 @@ def export_gpu_repository(
     first; the whole repository appears at once or not at all.
     """
     artifacts = load_ensemble_artifacts(
-        spec.target_columns, workflow_dir=workflow_dir, model_dir=model_dir
+        spec.task_names,
+        workflow_dir=workflow_dir,
+        model_dir=model_dir,
+        drop=spec.label_columns,
+        kinds={t.name: t.kind for t in spec.tasks},
     )
     with atomic_dir(repository) as scratch:
         write_ensemble(artifacts, scratch, config, ranker_backend="tensorflow")

@@ -68,11 +68,14 @@ def export_cpu_repository(
     """
     from serving.scorer import RankerScorer
 
-    tasks = spec.target_columns
     # Loading both here proves the artifacts work before anything is published.
-    scorer = RankerScorer(workflow_dir, model_dir, targets=tasks)
+    scorer = RankerScorer(workflow_dir, model_dir, targets=spec.label_columns)
     contract = EndpointContract.build(
-        config.model_name, scorer.input_dtypes, tasks, max_batch_size=config.max_batch_size
+        config.model_name,
+        scorer.input_dtypes,
+        spec.task_names,
+        max_batch_size=config.max_batch_size,
+        kinds={t.name: t.kind for t in spec.tasks},
     )
     with atomic_dir(repository) as scratch:
         model = scratch / config.model_name
@@ -81,7 +84,7 @@ def export_cpu_repository(
         shutil.copytree(workflow_dir, version / "workflow")
         shutil.copytree(model_dir, version / "ranker")
         shutil.copyfile(Path(__file__).with_name("python_model.py"), version / "model.py")
-        write_manifest(version, contract, layout="python")
+        write_manifest(version, contract, layout="python", drop=spec.label_columns)
         write_config(model / "config.pbtxt", cpu_model_config(contract, config))
         seal_versions(scratch)
     logger.info("exported %s v%d to %s", config.model_name, config.version, repository)

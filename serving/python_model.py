@@ -54,8 +54,9 @@ class TritonPythonModel:
         integrity.verify(version_dir)
         meta = json.loads((version_dir / "rankflow.json").read_text())
         self.tasks = meta["tasks"]
+        # "drop": the raw label columns (0.2+); before, the task names were the target columns.
         self.scorer = RankerScorer(
-            version_dir / "workflow", version_dir / "ranker", targets=self.tasks
+            version_dir / "workflow", version_dir / "ranker", targets=meta.get("drop", self.tasks)
         )
 
     def _columns(self, request) -> dict:

@@ -65,7 +65,7 @@ def infra_validate(
         # Triton's python stub spends seconds importing TensorFlow and NVTabular and loading the
         # model: score the reference rows in this process meanwhile.
         server.start(wait=False)
-        offline = RankerScorer(workflow_dir, model_dir, targets=spec.target_columns).score(rows)
+        offline = RankerScorer(workflow_dir, model_dir, targets=spec.label_columns).score(rows)
         server.wait_ready()
         client = RankflowClient(
             ClientConfig(

@@ -19,6 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", message="Initializing an NVTabular Dataset in CPU mode")
 
 SMALL_ROWS = 30_000
+#: The synthetic log's label columns (every task's target): what serving drops from the workflow.
+TARGETS = ("click", "conversion", "long_view", "dwell_seconds")
 
 #: What the fast tier must not import: the heavy stack.
 HEAVY = ("merlin", "nvtabular", "tensorflow", "keras", "tritonclient", "pytriton", "cudf")
@@ -148,12 +150,14 @@ def features(prepared, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def trained(features, tmp_path_factory) -> Path:
+def trained(prepared, features, tmp_path_factory) -> Path:
     """A ranker trained one epoch on ``features``; the SavedModel directory."""
     from components.training.ranker import RankerConfig, train_ranker
+    from rankflow.core.spec import DatasetSpec
 
     model_dir = tmp_path_factory.mktemp("ranker") / "model"
     train_ranker(
+        DatasetSpec.load(prepared["spec"]),
         features["train"],
         features["valid"],
         model_dir=model_dir,

@@ -24,8 +24,13 @@ def _one_line(text: str) -> str:
 @pytest.mark.fast
 def test_overrides_are_typed_like_the_pipeline_parameters():
     assert parse_overrides(
-        ["architecture=ple", "epochs=2", "min_auc_click=0.6", "model_store=/tmp/store"]
-    ) == {"architecture": "ple", "epochs": 2, "min_auc_click": 0.6, "model_store": "/tmp/store"}
+        ["architecture=ple", "epochs=2", 'gates={"click": {"min_auc": 0.6}}', "model_store=/s"]
+    ) == {
+        "architecture": "ple",
+        "epochs": 2,
+        "gates": '{"click": {"min_auc": 0.6}}',
+        "model_store": "/s",
+    }
 
 
 @pytest.mark.fast

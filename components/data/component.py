@@ -50,6 +50,10 @@ def prepare_data(
         for split, rows in prepared.rows.items():
             data_stats.log_metric(f"{split}_rows", rows)
         data_stats.log_metric("duplicate_rows_dropped", prepared.duplicates)
+        data_stats.log_metric("violation_rows_dropped", prepared.violations_dropped)
         for task, positives in prepared.report.positives.items():
+            # Binary: the positive rate; regression: the share of rows with a value.
             data_stats.log_metric(f"{task}_rate", positives / prepared.report.rows)
+        for task, count in prepared.report.violations.items():
+            data_stats.log_metric(f"{task}_given_violations", count)
         persist_metrics(data_stats)

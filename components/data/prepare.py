@@ -25,6 +25,7 @@ class PreparedData:
     report: ValidationReport
     rows: dict[str, int]
     duplicates: int
+    violations_dropped: int = 0
 
 
 def check_source(data_source: str, spec_path: str | None) -> DatasetSpec | None:
@@ -74,4 +75,6 @@ def prepare_data(
         report = validate_log(spec, source)
         split_result = split_by_time(spec, source, outputs, split)
     spec.save(spec_out)
-    return PreparedData(spec, report, split_result.rows, split_result.duplicates)
+    return PreparedData(
+        spec, report, split_result.rows, split_result.duplicates, split_result.violations_dropped
+    )

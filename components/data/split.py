@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.data.validate import open_dataset
+from components.data.validate import open_dataset, task_violations
 from rankflow.core.artifacts import atomic_dir
 from rankflow.core.errors import ConfigError, DataValidationError
 from rankflow.core.spec import DatasetSpec
@@ -50,6 +50,7 @@ def _as_int64(values) -> np.ndarray:  # values: pyarrow array
 class SplitResult:
     rows: dict[str, int]  # per split, after dropping duplicates
     duplicates: int  # exact duplicate rows dropped (the first of each kept)
+    violations_dropped: int = 0  # rows dropped by on_violation: drop
 
 
 def first_occurrences(hashes: np.ndarray) -> np.ndarray:
@@ -105,16 +106,19 @@ def split_by_time(
         # Registered last, so writers close before the scratch dirs are renamed or removed.
         stack.callback(lambda: [w.close() for w in writers.values()])
         offset = 0
+        dropped = 0
         for batch in dataset.to_batches(columns=list(spec.raw_columns)):
             table = pa.Table.from_batches([batch])
             rows = slice(offset, offset + table.num_rows)
             offset += table.num_rows
-            if duplicates:
-                table = table.filter(pa.array(keep[rows]))
-            # Targets as int32 whatever the source said (bool, int8, float 0/1).
-            for column in spec.target_columns:
-                index = table.schema.get_field_index(column)
-                table = table.set_column(index, column, table.column(column).cast(pa.int32()))
+            mask = keep[rows] if duplicates else np.ones(table.num_rows, dtype=bool)
+            if spec.on_violation == "drop":
+                for violated in task_violations(spec, batch).values():
+                    dropped += int((mask & violated).sum())
+                    mask &= ~violated
+            if not mask.all():
+                table = table.filter(pa.array(mask))
+            table = _targets_typed(spec, table)
             t = _as_int64(table.column(spec.timestamp).combine_chunks())
             which = np.where(t < cut_valid, 0, np.where(t < cut_test, 1, 2))
             for code, name in enumerate(SPLITS):
@@ -133,5 +137,27 @@ def split_by_time(
                 f"time split left {empty} empty: column '{spec.timestamp}' needs more distinct "
                 "timestamps for the requested fractions"
             )
+    if dropped:
+        logger.warning("dropped %d row(s) violating a task's 'given' (on_violation: drop)", dropped)
     logger.info("time split: %s", counts)
-    return SplitResult(counts, duplicates)
+    return SplitResult(counts, duplicates, dropped)
+
+
+def _targets_typed(spec: DatasetSpec, table):  # pyarrow.Table -> pyarrow.Table
+    """Binary targets as int32 whatever the source said (bool, int8, float 0/1), regression
+    targets as float32; a target null where its given task is 0 (validation allowed only those)
+    becomes 0: that row carries no weight in the task's loss or metrics."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for task in spec.tasks:
+        index = table.schema.get_field_index(task.column)
+        values = table.column(task.column)
+        if pa.types.is_boolean(values.type):
+            values = values.cast(pa.int8())
+        values = pc.fill_null(values, 0)
+        kind = pa.int32() if task.kind == "binary" else pa.float32()
+        table = table.set_column(index, task.column, values.cast(kind))
+    # The source's pandas metadata may still call a target nullable ("Float32"): the columns'
+    # Arrow types are what every later reader should go by.
+    return table.replace_schema_metadata(None)

@@ -1,10 +1,14 @@
-"""A seeded synthetic ads impression log whose click and conversion probabilities are known.
+"""A seeded synthetic ads impression log with four tasks whose truth is known.
 
-Labels are Bernoulli draws from probabilities built out of (a) user x ad affinity -- interest x
-category tables plus low-rank id-level latent factors, (b) feature crosses a linear model can't
-represent (surface x category, age x creative, device x creative x surface), and (c) position bias.
-The probabilities themselves are written as ``p_click`` / ``p_conversion`` (never features), so the
-Bayes-oracle AUC of each task on any split is known.
+Tasks: ``click``; ``conversion``, given a click; ``long_view`` (the creative was watched for a few
+seconds, clicked or not: a second binary engagement); ``dwell_seconds``, the time on the landing
+page, given a click (a regression target, null without a click). Binary labels are Bernoulli draws
+from probabilities built out of (a) user x ad affinity -- interest x category tables plus low-rank
+id-level latent factors, (b) feature crosses a linear model can't represent (surface x category,
+age x creative, device x creative x surface), and (c) position bias; dwell is a Gamma draw around a
+known conditional mean. The truths are written as ``p_click``, ``p_conversion`` (P(conversion |
+click)), ``p_long_view`` and ``dwell_expected`` (E[dwell | click]) -- never features -- so each
+task's Bayes-oracle AUC (or R^2 and RMSE) on any split is known.
 
 Rows are produced in fixed-size chunks, each from its own ``(seed, chunk index)`` random stream:
 the output is identical for a given seed and chunk size, and memory stays bounded at 10M+ rows.
@@ -21,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from rankflow.core.errors import ConfigError
-from rankflow.core.spec import CategorifyOptions, DatasetSpec
+from rankflow.core.spec import CategorifyOptions, DatasetSpec, Task
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +38,8 @@ N_GEOS = 24
 N_INTERESTS = 12
 N_POSITIONS = 10
 LATENT_DIM = 4
+#: Gamma shape of the dwell-time noise (its coefficient of variation is 1 / sqrt(shape)).
+DWELL_SHAPE = 5.0
 
 
 @dataclass(frozen=True)
@@ -77,8 +83,19 @@ def synthetic_spec() -> DatasetSpec:
         item_categorical=("advertiser_id", "campaign_id", "ad_category", "creative_type"),
         context_categorical=("surface", "position", "device", "hour"),
         continuous=("bid", "user_activity"),
-        targets={"click": "click", "conversion": "conversion"},
-        true_probabilities={"click": "p_click", "conversion": "p_conversion"},
+        tasks=(
+            Task(name="click", column="click", truth="p_click"),
+            Task(name="conversion", column="conversion", given="click", truth="p_conversion"),
+            Task(name="long_view", column="long_view", truth="p_long_view"),
+            Task(
+                name="dwell_seconds",
+                column="dwell_seconds",
+                kind="regression",
+                given="click",
+                truth="dwell_expected",
+            ),
+        ),
+        slices=("surface",),
         categorify=CategorifyOptions(freq_threshold=2),
     )
 
@@ -109,6 +126,8 @@ class _World:
     device_creative_surface: np.ndarray
     age_category_cvr: np.ndarray
     geo_effect: np.ndarray
+    creative_view: np.ndarray
+    category_dwell: np.ndarray
 
 
 def _zipf_weights(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
@@ -159,7 +178,17 @@ def _make_world(config: SyntheticConfig) -> _World:
         ),
         age_category_cvr=rng.normal(0.0, 0.5, (N_AGE_BUCKETS, N_INTERESTS)),
         geo_effect=rng.normal(0.0, 0.2, N_GEOS),
+        # Drawn last, from their own stream, so the click and conversion worlds stay as they were.
+        **_engagement_tables(config.seed),
     )
+
+
+def _engagement_tables(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([seed, 0xD7E11])
+    return {
+        "creative_view": np.array([-0.6, 1.2, 0.4, -1.0]) + rng.normal(0.0, 0.1, len(CREATIVES)),
+        "category_dwell": rng.normal(0.0, 0.55, N_INTERESTS),
+    }
 
 
 def _attribute_latent(
@@ -226,12 +255,34 @@ def _chunk(
         - 0.3 * np.log(world.ad_bid[ads])
     )
     p_cvr = _sigmoid(cvr_logit)
+    view_logit = (
+        -0.6
+        + world.creative_view[creative]
+        + world.device_creative_surface[device, creative, surface]
+        + 1.6 * affinity
+        + world.age_creative[age, creative]
+        - 0.35 * np.log(position)
+        + 0.5 * np.log(activity)
+    )
+    p_view = _sigmoid(view_logit)
+    # Seconds on the landing page after a click: deeper affinity, cheaper ads and the search
+    # surface keep people longer. Gamma noise around the mean keeps the Bayes R^2 near 0.6.
+    dwell_mean = 20.0 * np.exp(
+        1.2 * affinity
+        + world.category_dwell[category]
+        - 0.4 * np.log(world.ad_bid[ads])
+        + 0.3 * (surface == 1)
+        + 0.2 * np.log(activity)
+    )
     click = rng.random(n) < p_click
     conversion = click & (rng.random(n) < p_cvr)
 
     bid = world.ad_bid[ads].copy()
     # Activity is sometimes unknown upstream: FillMissing has real work to do.
     user_activity = np.where(rng.random(n) < 0.03, np.nan, activity)
+    # Drawn after every earlier column's draws: those stay what they were before these tasks.
+    long_view = rng.random(n) < p_view
+    dwell = rng.gamma(DWELL_SHAPE, dwell_mean / DWELL_SHAPE)
 
     return pd.DataFrame(
         {
@@ -254,8 +305,13 @@ def _chunk(
             "event_ts": timestamps.to_numpy(dtype="datetime64[ns]"),
             "click": click.astype(np.int8),
             "conversion": conversion.astype(np.int8),
+            "long_view": long_view.astype(np.int8),
+            # Only clicks reach the landing page: no dwell otherwise.
+            "dwell_seconds": pd.array(np.where(click, dwell, np.nan), dtype="Float32"),
             "p_click": p_click.astype(np.float64),
-            "p_conversion": (p_click * p_cvr).astype(np.float64),
+            "p_conversion": p_cvr.astype(np.float64),
+            "p_long_view": p_view.astype(np.float64),
+            "dwell_expected": dwell_mean.astype(np.float64),
         }
     )
 

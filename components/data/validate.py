@@ -7,7 +7,7 @@ names the offending column (and a sample value where there is one).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,13 @@ INT64_MAX = (1 << 63) - 1
 @dataclass(frozen=True)
 class ValidationReport:
     rows: int
+    #: Task -> positives (binary) or rows with a value (regression).
     positives: dict[str, int]
     timestamp_min: str
     timestamp_max: str
+    #: Task -> rows positive where its ``given`` task is 0 (kept with ``count``, dropped with
+    #: ``drop``; ``error`` refuses the log).
+    violations: dict[str, int] = field(default_factory=dict)
 
 
 def detect_format(source: str | Path) -> str:
@@ -88,13 +92,20 @@ def open_dataset(source: str | Path, columns: tuple[str, ...]):  # -> pyarrow.da
 
 
 def _role_of(spec: DatasetSpec) -> dict[str, str]:
-    roles: dict[str, str] = {spec.user_id: "user id", spec.item_id: "item id"}
+    roles: dict[str, str] = {}
+    if spec.user_id is not None:
+        roles[spec.user_id] = "user id"
+    if spec.item_id is not None:
+        roles[spec.item_id] = "item id"
     roles.update({c: "user categorical" for c in spec.user_categorical})
     roles.update({c: "item categorical" for c in spec.item_categorical})
     roles.update({c: "context categorical" for c in spec.context_categorical})
     roles.update({c: "continuous" for c in spec.continuous})
-    roles.update({c: f"{stage} target" for stage, c in spec.targets.items()})
-    roles.update({c: "true probability" for c in spec.true_probabilities.values()})
+    roles.update({c: "slice" for c in spec.slices if c not in roles})
+    roles.update({t.column: f"{t.name} {t.kind} target" for t in spec.tasks})
+    roles.update({t.truth: f"{t.name} truth" for t in spec.tasks if t.truth is not None})
+    if spec.weight_column is not None:
+        roles[spec.weight_column] = "row weight"
     roles[spec.timestamp] = "timestamp"
     return roles
 
@@ -111,14 +122,23 @@ def check_types(spec: DatasetSpec, schema) -> None:  # schema: pyarrow.Schema
         lambda t: pat.is_integer(t) or pat.is_boolean(t) or pat.is_floating(t),
         "0/1 integers or booleans",
     )
+    value = (lambda t: pat.is_integer(t) or pat.is_floating(t), "numbers (a regression target)")
     moment = (
         lambda t: pat.is_timestamp(t) or pat.is_integer(t) or pat.is_date(t),
         "a timestamp or integer epoch",
     )
-    expected = dict.fromkeys(spec.categorical_columns, categorical)
+    label = (
+        lambda t: pat.is_integer(t) or is_string(t) or pat.is_boolean(t),
+        "integers, strings or booleans (a slice)",
+    )
+    expected = dict.fromkeys(spec.slices, label)
+    expected.update(dict.fromkeys(spec.categorical_columns, categorical))
     expected.update(dict.fromkeys(spec.continuous, number))
-    expected.update(dict.fromkeys(spec.true_probabilities.values(), number))
-    expected.update(dict.fromkeys(spec.target_columns, binary))
+    expected.update(dict.fromkeys(spec.truth_columns, number))
+    for task in spec.tasks:
+        expected[task.column] = binary if task.kind == "binary" else value
+    if spec.weight_column is not None:
+        expected[spec.weight_column] = number
     expected[spec.timestamp] = moment
     roles = _role_of(spec)
     for column in spec.raw_columns:
@@ -128,6 +148,30 @@ def check_types(spec: DatasetSpec, schema) -> None:  # schema: pyarrow.Schema
             raise DataValidationError(
                 f"column '{column}' ({roles[column]}) has type {dtype}, expected {description}"
             )
+
+
+def _floats(batch, column: str) -> np.ndarray:
+    """A column as float64 with nulls as NaN."""
+    import pyarrow as pa
+
+    values = batch.column(column)
+    if pa.types.is_boolean(values.type):
+        values = values.cast(pa.int8())
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def task_violations(spec: DatasetSpec, batch) -> dict[str, np.ndarray]:
+    """Per ``given`` task: rows where it is positive (binary 1, or a non-zero value) while its
+    given task is 0. Such a row is an event logged without its precondition."""
+    columns = {t.name: t.column for t in spec.tasks}
+    masks = {}
+    for task in spec.tasks:
+        if task.given is None:
+            continue
+        given = _floats(batch, columns[task.given])
+        values = _floats(batch, task.column)
+        masks[task.name] = (given == 0) & ~np.isnan(values) & (values != 0)
+    return masks
 
 
 def _event_window() -> tuple[np.datetime64, np.datetime64]:
@@ -171,7 +215,7 @@ _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
 def validate_log(spec: DatasetSpec, source: str | Path) -> ValidationReport:
-    """Check columns, types, nulls, binary targets and the click -> conversion funnel."""
+    """Check columns, types, nulls, targets per kind and every task's ``given`` precondition."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -183,14 +227,17 @@ def validate_log(spec: DatasetSpec, source: str | Path) -> ValidationReport:
     if empty:
         raise DataValidationError(f"raw data at {source} has no rows")
     check_types(spec, dataset.schema)
-    not_null = spec.id_columns + spec.target_columns + (spec.timestamp,)
+    not_null = spec.id_columns + (spec.timestamp,)
+    if spec.weight_column is not None:
+        not_null += (spec.weight_column,)
     rows = 0
-    positives = dict.fromkeys(spec.target_columns, 0)
+    positives = dict.fromkeys(spec.task_names, 0)
+    violations = {t.name: 0 for t in spec.tasks if t.given is not None}
+    weight_total = 0.0
     ts_min: Any = None
     ts_max: Any = None
     window = _event_window()
-    click_col = spec.targets["click"]
-    conversion_col = spec.targets.get("conversion")
+    columns = {t.name: t.column for t in spec.tasks}
     try:
         batches = dataset.to_batches(columns=list(spec.raw_columns))
         for batch in batches:
@@ -199,8 +246,8 @@ def validate_log(spec: DatasetSpec, source: str | Path) -> ValidationReport:
                 nulls = batch.column(column).null_count
                 if nulls:
                     raise DataValidationError(
-                        f"column '{column}' has {nulls} null value(s); ids, targets and the "
-                        "timestamp must be complete"
+                        f"column '{column}' has {nulls} null value(s); ids, the timestamp and "
+                        "the weight column must be complete"
                     )
             for column in spec.id_columns:
                 values = batch.column(column)
@@ -213,32 +260,68 @@ def validate_log(spec: DatasetSpec, source: str | Path) -> ValidationReport:
                         f"column '{column}' has ids above {INT64_MAX} (int64): they would wrap "
                         "to negative ids; hash them to a smaller range or store them as strings"
                     )
-            for column in spec.target_columns:
-                values = np.asarray(
-                    batch.column(column).to_numpy(zero_copy_only=False), dtype=float
-                )
-                invalid = ~np.isin(values, (0.0, 1.0))
-                if invalid.any():
+            for task in spec.tasks:
+                values = _floats(batch, task.column)
+                missing = np.isnan(values)
+                if missing.any():
+                    given = _floats(batch, columns[task.given]) if task.given is not None else None
+                    unexplained = missing if given is None else missing & (given != 0)
+                    if unexplained.any():
+                        where = (
+                            f" where '{columns[task.given]}' ({task.given}) is 1"
+                            if task.given is not None
+                            else ""
+                        )
+                        raise DataValidationError(
+                            f"target column '{task.column}' ({task.name}) has "
+                            f"{int(unexplained.sum())} null value(s){where}; a target may be null "
+                            "only where its given task is 0"
+                        )
+                present = values[~missing]
+                if task.kind == "binary":
+                    invalid = ~np.isin(present, (0.0, 1.0))
+                    if invalid.any():
+                        raise DataValidationError(
+                            f"target column '{task.column}' ({task.name}, binary) must be 0/1, "
+                            f"found {present[invalid][0]!r}; declare kind: regression for a "
+                            "numeric target"
+                        )
+                    positives[task.name] += int(present.sum())
+                else:
+                    if not np.isfinite(present).all():
+                        raise DataValidationError(
+                            f"target column '{task.column}' ({task.name}, regression) has "
+                            "infinite values"
+                        )
+                    if task.transform == "log1p" and (present < 0).any():
+                        raise DataValidationError(
+                            f"target column '{task.column}' ({task.name}) has negative values, "
+                            "which transform: log1p cannot take"
+                        )
+                    positives[task.name] += int(present.size)
+            for name, mask in task_violations(spec, batch).items():
+                violations[name] += int(mask.sum())
+            if spec.weight_column is not None:
+                weights = _floats(batch, spec.weight_column)
+                if not np.isfinite(weights).all() or (weights < 0).any():
                     raise DataValidationError(
-                        f"target column '{column}' must be 0/1, found {values[invalid][0]!r}"
+                        f"weight column '{spec.weight_column}' must hold finite weights >= 0"
                     )
-                positives[column] += int(values.sum())
-            if conversion_col is not None:
-                click = np.asarray(batch.column(click_col).to_numpy(zero_copy_only=False), float)
-                conv = np.asarray(
-                    batch.column(conversion_col).to_numpy(zero_copy_only=False), float
-                )
-                orphan = int(((conv == 1) & (click == 0)).sum())
-                if orphan:
+                weight_total += float(weights.sum())
+            for task in spec.tasks:
+                if task.truth is None:
+                    continue
+                values = _floats(batch, task.truth)
+                if task.kind == "binary":
+                    bad = np.isnan(values).any() or (values < 0).any() or (values > 1).any()
+                    what = "lie in [0, 1]"
+                else:
+                    bad = not np.isfinite(values).all()
+                    what = "be finite"
+                if bad:
                     raise DataValidationError(
-                        f"column '{conversion_col}' has {orphan} conversion(s) without a click in "
-                        f"'{click_col}'"
-                    )
-            for column in spec.true_probabilities.values():
-                values = np.asarray(batch.column(column).to_numpy(zero_copy_only=False), float)
-                if np.isnan(values).any() or (values < 0).any() or (values > 1).any():
-                    raise DataValidationError(
-                        f"true-probability column '{column}' must lie in [0, 1] without nulls"
+                        f"truth column '{task.truth}' of task '{task.name}' must {what} "
+                        "without nulls"
                     )
             ts = batch.column(spec.timestamp)
             _check_event_times(spec.timestamp, ts, window)
@@ -247,5 +330,22 @@ def validate_log(spec: DatasetSpec, source: str | Path) -> ValidationReport:
             ts_max = hi if ts_max is None else max(ts_max, hi)
     except (pa.ArrowInvalid, OSError) as err:
         raise DataValidationError(f"cannot read rows of {source}: {err}") from err
+    if spec.weight_column is not None and not weight_total > 0:
+        raise DataValidationError(f"weight column '{spec.weight_column}' is 0 on every row")
+    for name, count in violations.items():
+        if not count:
+            continue
+        violated = spec.task(name)
+        given_task = spec.task(str(violated.given))
+        message = (
+            f"column '{violated.column}' ({name}) is positive on {count} row(s) where "
+            f"'{given_task.column}' ({given_task.name}, its given task) is 0"
+        )
+        if spec.on_violation == "error":
+            raise DataValidationError(
+                f"{message}; fix the log, declare the tasks independent (no 'given'), or set "
+                "on_violation: drop (or count)"
+            )
+        logger.warning("%s: %s (on_violation: %s)", source, message, spec.on_violation)
     logger.info("validated %d rows of %s", rows, source)
-    return ValidationReport(rows, positives, str(ts_min), str(ts_max))
+    return ValidationReport(rows, positives, str(ts_min), str(ts_max), violations)

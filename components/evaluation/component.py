@@ -4,6 +4,7 @@ from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import (
+    HTML,
     Artifact,
     ClassificationMetrics,
     Dataset,
@@ -24,21 +25,26 @@ def evaluate_ranker(
     test_data: Input[Dataset],
     dataset_spec: Input[Artifact],
     metrics: Output[Metrics],
-    click_roc: Output[ClassificationMetrics],
-    conversion_roc: Output[ClassificationMetrics],
+    roc: Output[ClassificationMetrics],
+    roc_curves: Output[HTML],
     report: Output[Markdown],
     evaluation: Output[Artifact],
-    min_auc_click: float,
-    min_auc_conversion: float,
+    gates: str,
 ) -> NamedTuple("EvaluationOutputs", [("blessed", bool)]):
-    """Per-task AUC / log-loss / ECE / oracle AUC on the test split, and the blessing decision."""
+    """Per-task metrics on the test split (``<task>_<metric>``), slices, and the blessing decision.
+
+    A pipeline's outputs are fixed when it compiles, the tasks only when its data is read: the
+    first binary task's ROC curve goes to the ``roc`` ClassificationMetrics (the Kubeflow UI
+    draws it), every binary task's curve to the ``roc_curves`` HTML page.
+    """
     from rankflow.core.steps import reporting
 
     with reporting("evaluate-ranker", evaluation):
         from collections import namedtuple
 
-        from components.evaluation.evaluate import BlessingPolicy, markdown_report
+        from components.evaluation.evaluate import Gates, markdown_report
         from components.evaluation.evaluate import evaluate_ranker as run
+        from components.evaluation.plots import roc_page
         from rankflow.core.integrity import checked, record
         from rankflow.core.io import atomic_write_text, persist_metrics
         from rankflow.core.spec import DatasetSpec
@@ -49,19 +55,19 @@ def evaluate_ranker(
             model_dir=checked(ranker),
             test_features=checked(test_features),
             raw_test=checked(test_data),
-            min_auc=BlessingPolicy(min_auc_click, min_auc_conversion).thresholds(spec),
+            gates=Gates.from_json(gates).for_spec(spec),
         )
-        for task, values in result.summary().items():
-            for name, value in values.items():
-                if value is not None:
-                    metrics.log_metric(f"{task}_{name}", value)
-        rocs = {"click": click_roc, "conversion": conversion_roc}
-        for task in result.tasks.values():
-            fpr, tpr, thresholds = task.roc
-            rocs[task.stage].log_roc_curve(fpr, tpr, thresholds)
-        persist_metrics(metrics, click_roc, conversion_roc)
+        for name, value in result.flat_metrics().items():
+            metrics.log_metric(name, value)
+        binary = [t for t in result.tasks.values() if t.roc is not None]
+        if binary:
+            fpr, tpr, thresholds = binary[0].roc
+            roc.log_roc_curve(fpr, tpr, thresholds)
+            roc.metadata["task"] = binary[0].task
+        persist_metrics(metrics, roc)
+        atomic_write_text(roc_curves.path, roc_page(result))
         atomic_write_text(report.path, markdown_report(result))
         atomic_write_text(evaluation.path, result.to_json())
-        record(report)
-        record(evaluation)
+        for artifact in (report, evaluation, roc_curves):
+            record(artifact)
         return namedtuple("EvaluationOutputs", ["blessed"])(result.blessed)

@@ -1,48 +1,117 @@
-"""Evaluate the ranker on the test split and decide whether it is blessed for deployment."""
+"""Evaluate the ranker on the test split, per task and kind, and decide whether it is blessed.
+
+Every metric is weighted by the spec's row weights. A task ``given`` another is evaluated on the
+given task's positives (what its output means: P(task | given)), and also as the product
+P(given) x P(task | given) on every row. Metrics are repeated per value of each slice column.
+
+Blessing gates (:class:`Gates`) hold on any log by default: a binary task's AUC must beat 0.5 by a
+99% confidence bound, a regression task must beat the mean predictor; a JSON string of per-task
+gates tightens them.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from components.evaluation import metrics as m
 from rankflow.core.errors import ConfigError, DataValidationError, EvaluationError
 from rankflow.core.io import parquet_parts
-from rankflow.core.spec import TARGET_STAGES, DatasetSpec
+from rankflow.core.spec import DatasetSpec, Task
 
 logger = logging.getLogger(__name__)
 
+#: Gate name -> (metric it reads, "min" or "max"). ``max_rmse_ratio`` is RMSE / mean-predictor RMSE.
+GATES = {
+    "min_auc": ("auc", "min"),
+    "min_auc_lower": ("auc_lower", "min"),
+    "max_logloss": ("logloss", "max"),
+    "max_ece": ("ece", "max"),
+    "min_r2": ("r2", "min"),
+    "max_rmse": ("rmse", "max"),
+    "max_rmse_ratio": ("rmse_ratio", "max"),
+}
+#: What every task must pass unless its gates say otherwise: better than knowing nothing.
+DEFAULT_GATES = {"binary": {"min_auc_lower": 0.5}, "regression": {"max_rmse_ratio": 1.0}}
+#: At most this many values of a slice column are reported (the most frequent).
+MAX_SLICE_VALUES = 20
+#: A slice with fewer rows than this reports its row count only.
+MIN_SLICE_ROWS = 50
+
 
 @dataclass(frozen=True)
-class BlessingPolicy:
-    """Minimum test AUC per funnel stage for a model to be blessed for deployment."""
+class Gates:
+    """Per-task blessing gates: ``{"click": {"min_auc": 0.7}, "dwell": {"min_r2": 0.3}}``.
 
-    min_auc_click: float = 0.7
-    min_auc_conversion: float = 0.7
+    A task's gates replace its kind's defaults (:data:`DEFAULT_GATES`); tasks not named keep them.
+    """
 
-    def thresholds(self, spec: DatasetSpec) -> dict[str, float]:
-        """Thresholds of the stages the spec has targets for."""
-        wanted = {"click": self.min_auc_click, "conversion": self.min_auc_conversion}
-        return {stage: wanted[stage] for stage in TARGET_STAGES if stage in spec.targets}
+    per_task: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, text: str) -> Gates:
+        try:
+            raw = json.loads(text or "{}")
+        except ValueError as err:
+            raise ConfigError(f"gates must be a JSON object, got {text!r}: {err}") from err
+        if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+            raise ConfigError(
+                'gates must be a JSON object of task -> {gate: value}, e.g. {"click": '
+                f'{{"min_auc": 0.7}}}}, got {text!r}'
+            )
+        for task, gates in raw.items():
+            for gate, value in gates.items():
+                if gate not in GATES:
+                    raise ConfigError(f"gates.{task}: unknown gate {gate!r} ({sorted(GATES)})")
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ConfigError(f"gates.{task}.{gate} must be a number, got {value!r}")
+        return cls({t: {g: float(v) for g, v in gates.items()} for t, gates in raw.items()})
+
+    def for_spec(self, spec: DatasetSpec) -> dict[str, dict[str, float]]:
+        unknown = set(self.per_task) - set(spec.task_names)
+        if unknown:
+            raise ConfigError(
+                f"gates name task(s) {sorted(unknown)} the spec does not declare "
+                f"({list(spec.task_names)})"
+            )
+        resolved = {}
+        for task in spec.tasks:
+            gates = dict(self.per_task.get(task.name, DEFAULT_GATES[task.kind]))
+            wrong = [g for g in gates if g not in _KIND_GATES[task.kind]]
+            if wrong:
+                raise ConfigError(f"gates.{task.name}: {wrong} do not apply to a {task.kind} task")
+            resolved[task.name] = gates
+        return resolved
+
+
+_KIND_GATES = {
+    "binary": {"min_auc", "min_auc_lower", "max_logloss", "max_ece"},
+    "regression": {"min_r2", "max_rmse", "max_rmse_ratio"},
+}
 
 
 @dataclass(frozen=True)
 class TaskResult:
     task: str
-    stage: str
+    kind: str
+    given: str | None
+    #: Rows the task is evaluated on (the given task's positives for a given task).
     rows: int
-    positives: int
-    auc: float
-    logloss: float
-    ece: float
-    oracle_auc: float | None
+    #: Positives (binary) among those rows; None for regression.
+    positives: int | None
+    #: The kind's metrics (see :func:`binary_metrics` / :func:`regression_task_metrics`).
+    metrics: dict[str, float | None]
+    #: Slice column -> value -> that slice's metrics.
+    slices: dict[str, dict[str, dict[str, float | None]]]
     calibration: list[m.CalibrationBin]
-    roc: tuple[list[float], list[float], list[float]]
+    roc: tuple[list[float], list[float], list[float]] | None
 
 
 @dataclass(frozen=True)
@@ -50,37 +119,131 @@ class Evaluation:
     tasks: dict[str, TaskResult]
     blessed: bool
     reasons: list[str] = field(default_factory=list)
+    gates: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, dict[str, float | None]]:
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Task -> kind, metrics and slices: what the run summary and the UI show."""
         return {
-            name: {"auc": t.auc, "logloss": t.logloss, "ece": t.ece, "oracle_auc": t.oracle_auc}
+            name: {"kind": t.kind, **t.metrics, "slices": t.slices}
             for name, t in self.tasks.items()
+        }
+
+    def flat_metrics(self) -> dict[str, float]:
+        """``<task>_<metric>`` -> value, for the KFP Metrics artifact."""
+        return {
+            f"{name}_{key}": float(value)
+            for name, t in self.tasks.items()
+            for key, value in t.metrics.items()
+            if value is not None and math.isfinite(value)
         }
 
     def to_json(self) -> str:
         payload = {
             "blessed": self.blessed,
             "reasons": self.reasons,
+            "gates": self.gates,
             "tasks": {name: asdict(t) for name, t in self.tasks.items()},
         }
         return json.dumps(payload, indent=2)
 
 
-def bless(tasks: Mapping[str, TaskResult], min_auc: Mapping[str, float]) -> tuple[bool, list[str]]:
-    """Blessed when every funnel stage named in ``min_auc`` reaches its AUC threshold."""
-    by_stage = {t.stage: t for t in tasks.values()}
-    unknown = set(min_auc) - set(by_stage)
-    if unknown:
-        raise ConfigError(
-            f"min_auc names stage(s) {sorted(unknown)} the model does not predict "
-            f"({sorted(by_stage)})"
-        )
-    reasons = [
-        f"{by_stage[stage].task}: AUC {by_stage[stage].auc:.4f} < required {threshold:.4f}"
-        for stage, threshold in sorted(min_auc.items())
-        if by_stage[stage].auc < threshold
-    ]
+def binary_metrics(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    weights: np.ndarray,
+    *,
+    truth: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+) -> dict[str, float | None]:
+    auc = m.auc(labels, scores, weights)
+    result: dict[str, float | None] = {
+        "auc": auc,
+        "auc_lower": m.auc_lower_bound(auc, labels, weights),
+        "logloss": m.logloss(labels, scores, weights),
+        "ece": m.expected_calibration_error(labels, scores, weights),
+        "calibration_ratio": m.calibration_ratio(labels, scores, weights),
+        "pr_auc": m.average_precision(labels, scores, weights),
+        "oracle_auc": m.auc(labels, truth, weights) if truth is not None else None,
+        "gauc": m.group_auc(labels, scores, groups) if groups is not None else None,
+    }
+    return result
+
+
+def regression_task_metrics(
+    labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray, *, truth: np.ndarray | None
+) -> dict[str, float | None]:
+    result: dict[str, float | None] = dict(m.regression_metrics(labels, predictions, weights))
+    result["rmse_ratio"] = (
+        result["rmse"] / result["mean_rmse"] if result["mean_rmse"] else None  # type: ignore[operator]
+    )
+    result["calibration_ratio"] = m.calibration_ratio(labels, predictions, weights)
+    if truth is not None:
+        bayes = m.regression_metrics(labels, truth, weights)
+        result["bayes_rmse"], result["oracle_r2"] = bayes["rmse"], bayes["r2"]
+    else:
+        result["bayes_rmse"] = result["oracle_r2"] = None
+    return result
+
+
+def bless(
+    tasks: Mapping[str, TaskResult], gates: Mapping[str, Mapping[str, float]]
+) -> tuple[bool, list[str]]:
+    """Blessed when every task passes every one of its gates."""
+    reasons = []
+    for name, task_gates in gates.items():
+        if name not in tasks:
+            raise ConfigError(f"gates name task '{name}', which the model does not predict")
+        for gate, threshold in sorted(task_gates.items()):
+            metric, side = GATES[gate]
+            value = tasks[name].metrics.get(metric)
+            if value is None:
+                reasons.append(f"{name}: {metric} unavailable for gate {gate}")
+                continue
+            passed = value >= threshold if side == "min" else value <= threshold
+            if not passed:
+                relation = "<" if side == "min" else ">"
+                reasons.append(f"{name}: {metric} {value:.4f} {relation} {gate} {threshold:.4f}")
     return not reasons, reasons
+
+
+def _read_raw(spec: DatasetSpec, raw_test: Path):  # -> pandas.DataFrame
+    import pyarrow.parquet as pq
+
+    columns = list(
+        dict.fromkeys(
+            [*spec.target_columns, *spec.truth_columns, *spec.slices]
+            + ([spec.weight_column] if spec.weight_column else [])
+            + ([spec.user_id] if spec.user_id else [])
+        )
+    )
+    return pq.read_table(str(raw_test), columns=columns).to_pandas()
+
+
+def _slice_metrics(
+    task: Task,
+    values: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    weights: np.ndarray,
+) -> dict[str, dict[str, float | None]]:
+    import pandas as pd
+
+    counts = pd.Series(values[weights > 0]).value_counts(dropna=False)
+    result: dict[str, dict[str, float | None]] = {}
+    for value in counts.index[:MAX_SLICE_VALUES]:
+        mask = (values == value) & (weights > 0) if not pd.isna(value) else pd.isna(values)
+        rows = int(mask.sum())
+        entry: dict[str, float | None] = {"rows": float(rows)}
+        y, s, w = labels[mask], scores[mask], weights[mask]
+        if rows >= MIN_SLICE_ROWS:
+            if task.kind == "binary":
+                entry["calibration_ratio"] = m.calibration_ratio(y, s, w)
+                entry["logloss"] = m.logloss(y, s, w)
+                entry["auc"] = m.auc(y, s, w) if 0 < y.sum() < rows else None
+            else:
+                entry.update(m.regression_metrics(y, s, w))
+        result[str(value)] = entry
+    return result
 
 
 def evaluate(
@@ -88,77 +251,163 @@ def evaluate(
     predictions: Mapping[str, np.ndarray],
     raw_test: Path,
     *,
-    min_auc: Mapping[str, float],
+    gates: Mapping[str, Mapping[str, float]],
 ) -> Evaluation:
-    """Score per-task predictions against the raw test split (labels and true probabilities).
+    """Score per-task predictions against the raw test split (labels, truths, weights, slices).
 
-    ``min_auc`` maps funnel stages (``click``, ``conversion``) to their minimum AUC.
     ``predictions`` are in the row order of the raw split (the feature step keeps it; see
-    ``evaluate_ranker``).
+    ``evaluate_ranker``); ``gates`` maps every task to its blessing gates (``Gates.for_spec``).
     """
-    import pyarrow.parquet as pq
-
-    columns = list(spec.target_columns) + list(spec.true_probabilities.values())
-    raw = pq.read_table(str(raw_test), columns=columns).to_pandas()
-    results: dict[str, TaskResult] = {}
-    for stage in TARGET_STAGES:
-        if stage not in spec.targets:
-            continue
-        task = spec.task_of(stage)
-        if task not in predictions:
-            raise EvaluationError(f"the model gives no prediction for task '{task}'")
-        scores = np.asarray(predictions[task], dtype=np.float64)
-        labels = raw[task].to_numpy(dtype=np.float64)
-        if scores.size != labels.size:
-            raise EvaluationError(
-                f"task '{task}': {scores.size} predictions for {labels.size} test rows"
-            )
-        if labels.min() == labels.max():
-            raise DataValidationError(
-                f"task '{task}': every test row has label {int(labels[0])}, so AUC is undefined; "
-                "give the test split both outcomes (a larger test_fraction or a longer log)"
-            )
-        oracle = None
-        if stage in spec.true_probabilities:
-            oracle = m.auc(labels, raw[spec.true_probabilities[stage]].to_numpy())
-        results[task] = TaskResult(
-            task=task,
-            stage=stage,
-            rows=int(labels.size),
-            positives=int(labels.sum()),
-            auc=m.auc(labels, scores),
-            logloss=m.logloss(labels, scores),
-            ece=m.expected_calibration_error(labels, scores),
-            oracle_auc=oracle,
-            calibration=m.calibration_table(labels, scores),
-            roc=m.roc_curve(labels, scores),
-        )
-    blessed, reasons = bless(results, min_auc)
-    logger.info(
-        "evaluation: %s, blessed=%s", {k: round(v.auc, 4) for k, v in results.items()}, blessed
+    raw = _read_raw(spec, raw_test)
+    rows = len(raw)
+    row_weights = (
+        raw[spec.weight_column].to_numpy(np.float64) if spec.weight_column else np.ones(rows)
     )
-    return Evaluation(results, blessed, reasons)
+    labels = {t.name: raw[t.column].fillna(0).to_numpy(np.float64) for t in spec.tasks}
+    scores = {}
+    for task in spec.tasks:
+        if task.name not in predictions:
+            raise EvaluationError(f"the model gives no prediction for task '{task.name}'")
+        score = np.asarray(predictions[task.name], dtype=np.float64)
+        if score.size != rows:
+            raise EvaluationError(
+                f"task '{task.name}': {score.size} predictions for {rows} test rows"
+            )
+        scores[task.name] = score
+    groups = raw[spec.user_id].to_numpy() if spec.user_id else None
+    results: dict[str, TaskResult] = {}
+    for task in spec.tasks:
+        weights = row_weights * (labels[task.given] if task.given else 1.0)
+        keep = weights > 0
+        y, s, w = labels[task.name][keep], scores[task.name][keep], weights[keep]
+        truth = raw[task.truth].to_numpy(np.float64)[keep] if task.truth else None
+        where = f" among the rows where '{task.given}' is 1" if task.given else ""
+        if not keep.any():
+            raise DataValidationError(
+                f"task '{task.name}': no test row to evaluate on{where}; give the test split "
+                "more rows (a larger test_fraction or a longer log)"
+            )
+        if task.kind == "binary":
+            if y.min() == y.max():
+                raise DataValidationError(
+                    f"task '{task.name}': every test row{where} has label {int(y[0])}, so AUC is "
+                    "undefined; give the test split both outcomes (a larger test_fraction or a "
+                    "longer log)"
+                )
+            values = binary_metrics(
+                y, s, w, truth=truth, groups=groups[keep] if groups is not None else None
+            )
+            if task.given:
+                given = spec.task(task.given)
+                product = scores[task.given] * scores[task.name]
+                values["product_auc"] = m.auc(labels[task.name], product, row_weights)
+                if task.truth and given.truth:
+                    oracle = raw[given.truth].to_numpy(np.float64) * raw[task.truth].to_numpy(
+                        np.float64
+                    )
+                    values["oracle_product_auc"] = m.auc(labels[task.name], oracle, row_weights)
+            calibration = m.calibration_table(y, s, w)
+            roc = m.roc_curve(y, s)
+            positives: int | None = int(y.sum())
+        else:
+            values = regression_task_metrics(y, s, w, truth=truth)
+            calibration = m.calibration_table(y, s, w, binary=False)
+            roc, positives = None, None
+        slices = {
+            column: _slice_metrics(task, raw[column].to_numpy()[keep], y, s, w)
+            for column in spec.slices
+        }
+        results[task.name] = TaskResult(
+            task=task.name,
+            kind=task.kind,
+            given=task.given,
+            rows=int(keep.sum()),
+            positives=positives,
+            metrics=values,
+            slices=slices,
+            calibration=calibration,
+            roc=roc,
+        )
+    blessed, reasons = bless(results, gates)
+    logger.info(
+        "evaluation: %s, blessed=%s",
+        {
+            k: round(v.metrics.get("auc") or v.metrics.get("r2") or 0.0, 4)
+            for k, v in results.items()
+        },
+        blessed,
+    )
+    return Evaluation(results, blessed, reasons, {k: dict(v) for k, v in gates.items()})
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def markdown_report(evaluation: Evaluation) -> str:
-    """The report the Kubeflow UI renders: metrics, the gate decision, calibration tables."""
+    """The report the Kubeflow UI renders: metrics per task and kind, the gate decision, slices,
+    calibration tables."""
     lines = ["# Ranker evaluation", ""]
     verdict = "**blessed**" if evaluation.blessed else "**not blessed**"
     lines += [f"Decision: {verdict}", ""]
     lines += [f"- {reason}" for reason in evaluation.reasons]
-    lines += [
-        "",
-        "| task | rows | positives | AUC | oracle AUC | gap | log-loss | ECE |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    gates = "; ".join(
+        f"{t}: " + ", ".join(f"{g} {v:g}" for g, v in gs.items())
+        for t, gs in evaluation.gates.items()
+    )
+    lines += ["", f"Gates: {gates}"]
+    binary = [t for t in evaluation.tasks.values() if t.kind == "binary"]
+    regression = [t for t in evaluation.tasks.values() if t.kind == "regression"]
+    if binary:
+        lines += [
+            "",
+            "## Binary tasks",
+            "",
+            "| task | rows | positives | AUC | AUC 99% lower | oracle AUC | gap | GAUC | PR-AUC "
+            "| log-loss | ECE | Σp/Σy | product AUC |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for t in binary:
+            v = t.metrics
+            gap = v["oracle_auc"] - v["auc"] if v["oracle_auc"] is not None else None  # type: ignore[operator]
+            rows = f"{t.rows} (given {t.given})" if t.given else str(t.rows)
+            lines.append(
+                f"| {t.task} | {rows} | {t.positives} | {_fmt(v['auc'])} | {_fmt(v['auc_lower'])} "
+                f"| {_fmt(v['oracle_auc'])} | {_fmt(gap)} | {_fmt(v['gauc'])} "
+                f"| {_fmt(v['pr_auc'])} | {_fmt(v['logloss'])} | {_fmt(v['ece'])} "
+                f"| {_fmt(v['calibration_ratio'], 3)} | {_fmt(v.get('product_auc'))} |"
+            )
+    if regression:
+        lines += [
+            "",
+            "## Regression tasks",
+            "",
+            "| task | rows | RMSE | Bayes RMSE | mean-predictor RMSE | MAE | R² | oracle R² "
+            "| Σp/Σy |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for t in regression:
+            v = t.metrics
+            rows = f"{t.rows} (given {t.given})" if t.given else str(t.rows)
+            lines.append(
+                f"| {t.task} | {rows} | {_fmt(v['rmse'])} | {_fmt(v['bayes_rmse'])} "
+                f"| {_fmt(v['mean_rmse'])} | {_fmt(v['mae'])} | {_fmt(v['r2'])} "
+                f"| {_fmt(v['oracle_r2'])} | {_fmt(v['calibration_ratio'], 3)} |"
+            )
     for t in evaluation.tasks.values():
-        oracle = f"{t.oracle_auc:.4f}" if t.oracle_auc is not None else "n/a"
-        gap = f"{t.oracle_auc - t.auc:.4f}" if t.oracle_auc is not None else "n/a"
-        lines.append(
-            f"| {t.task} | {t.rows} | {t.positives} | {t.auc:.4f} | {oracle} | {gap} "
-            f"| {t.logloss:.4f} | {t.ece:.4f} |"
-        )
-    for t in evaluation.tasks.values():
+        for column, values in t.slices.items():
+            keys = sorted({k for entry in values.values() for k in entry if k != "rows"})
+            lines += [
+                "",
+                f"## {t.task} by {column}",
+                "",
+                "| value | rows | " + " | ".join(keys) + " |",
+                "|---|---:|" + "---:|" * len(keys),
+            ]
+            for value, entry in values.items():
+                cells = " | ".join(_fmt(entry.get(k)) for k in keys)
+                lines.append(f"| {value} | {int(entry['rows'] or 0)} | {cells} |")
+    for t in binary:
         lines += [
             "",
             f"## Calibration: {t.task}",
@@ -180,7 +429,7 @@ def evaluate_ranker(
     model_dir: Path,
     test_features: Path,
     raw_test: Path,
-    min_auc: Mapping[str, float],
+    gates: Mapping[str, Mapping[str, float]],
 ) -> Evaluation:
     """Reload the saved ranker, score the processed test split, evaluate against the raw one."""
     import pyarrow as pa
@@ -189,14 +438,21 @@ def evaluate_ranker(
     from rankflow.core.artifacts import load_ranker, predict
 
     # Scores are matched to raw labels and true probabilities by row position: prove the two
-    # splits line up before trusting any metric.
-    targets = list(spec.target_columns)
+    # splits line up before trusting any metric (processed targets carry the task names).
     processed = pa.concat_tables(
-        pq.read_table(str(part), columns=targets) for part in parquet_parts(test_features)
+        pq.read_table(str(part), columns=list(spec.task_names))
+        for part in parquet_parts(test_features)
     ).to_pandas()
-    raw = pq.read_table(str(raw_test), columns=targets).to_pandas()
-    if len(processed) != len(raw) or not (processed.to_numpy() == raw.to_numpy()).all():
+    raw = pq.read_table(str(raw_test), columns=list(spec.target_columns)).to_pandas()
+    aligned = len(processed) == len(raw) and all(
+        np.array_equal(
+            processed[t.name].to_numpy(np.float64),
+            raw[t.column].fillna(0).to_numpy(np.float64),
+        )
+        for t in spec.tasks
+    )
+    if not aligned:
         raise EvaluationError(
             f"processed test split {test_features} is not row-aligned with raw split {raw_test}"
         )
-    return evaluate(spec, predict(load_ranker(model_dir), test_features), raw_test, min_auc=min_auc)
+    return evaluate(spec, predict(load_ranker(model_dir), test_features), raw_test, gates=gates)

@@ -12,37 +12,147 @@ from rankflow.core.errors import EvaluationError
 EPS = 1e-7
 
 
-def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check(
+    labels: np.ndarray, scores: np.ndarray, *, binary: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels, dtype=np.float64).reshape(-1)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if labels.shape != scores.shape:
         raise EvaluationError(f"labels ({labels.size}) and scores ({scores.size}) differ in length")
     if labels.size == 0:
         raise EvaluationError("cannot score an empty set of predictions")
-    if not np.isin(labels, (0.0, 1.0)).all():
+    if binary and not np.isin(labels, (0.0, 1.0)).all():
         raise EvaluationError("labels must be 0/1")
     if not np.isfinite(scores).all():
         raise EvaluationError("scores contain NaN or infinite values")
     return labels, scores
 
 
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC via the Mann-Whitney U statistic, ties counted as half."""
+def _weights(weights: np.ndarray | None, size: int) -> np.ndarray:
+    if weights is None:
+        return np.ones(size)
+    weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if weights.size != size:
+        raise EvaluationError(f"{weights.size} weights for {size} rows")
+    if (weights < 0).any() or not weights.sum() > 0:
+        raise EvaluationError("weights must be >= 0 and not all 0")
+    return weights
+
+
+def auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """ROC AUC: the (weighted) probability that a positive outscores a negative, ties as half."""
     labels, scores = _check(labels, scores)
-    positives = labels.sum()
-    negatives = labels.size - positives
-    if positives == 0 or negatives == 0:
+    if weights is None:
+        positives = labels.sum()
+        negatives = labels.size - positives
+        if positives == 0 or negatives == 0:
+            raise EvaluationError("AUC needs both positive and negative labels")
+        ranks = rankdata(scores)
+        return float(
+            (ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+        )
+    w = _weights(weights, labels.size)
+    order = np.argsort(scores, kind="stable")
+    s, y, w = scores[order], labels[order], w[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1]
+    pos = np.add.reduceat(w * y, starts)
+    neg = np.add.reduceat(w * (1 - y), starts)
+    if pos.sum() == 0 or neg.sum() == 0:
         raise EvaluationError("AUC needs both positive and negative labels")
-    ranks = rankdata(scores)
-    return float(
-        (ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives)
-    )
+    below = np.cumsum(neg) - neg
+    return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
 
 
-def logloss(labels: np.ndarray, scores: np.ndarray) -> float:
+def auc_lower_bound(
+    value: float, labels: np.ndarray, weights: np.ndarray | None = None, *, z: float = 2.326
+) -> float:
+    """A one-sided 99% lower confidence bound of an AUC (Hanley and McNeil's standard error,
+    with Kish's effective counts under weights)."""
+    labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+    w = _weights(weights, labels.size)
+
+    def effective(mask: np.ndarray) -> float:
+        part = w[mask]
+        return float(part.sum() ** 2 / (part**2).sum()) if part.sum() > 0 else 0.0
+
+    n_pos, n_neg = effective(labels == 1), effective(labels == 0)
+    if n_pos < 1 or n_neg < 1:
+        return 0.0
+    q1, q2 = value / (2 - value), 2 * value**2 / (1 + value)
+    variance = (
+        value * (1 - value) + (n_pos - 1) * (q1 - value**2) + (n_neg - 1) * (q2 - value**2)
+    ) / (n_pos * n_neg)
+    return float(value - z * np.sqrt(max(variance, 0.0)))
+
+
+def logloss(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
     labels, scores = _check(labels, scores)
+    w = _weights(weights, labels.size)
     p = np.clip(scores, EPS, 1 - EPS)
-    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+    return float(-np.average(labels * np.log(p) + (1 - labels) * np.log(1 - p), weights=w))
+
+
+def average_precision(
+    labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
+) -> float:
+    """PR-AUC as average precision: precision at each positive, weighted by its recall step."""
+    labels, scores = _check(labels, scores)
+    w = _weights(weights, labels.size)
+    order = np.argsort(-scores, kind="stable")
+    s, y, w = scores[order], labels[order], w[order]
+    ends = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    tp = np.cumsum(w * y)[ends]
+    fp = np.cumsum(w * (1 - y))[ends]
+    if tp[-1] == 0:
+        raise EvaluationError("average precision needs positive labels")
+    precision = tp / np.maximum(tp + fp, EPS)
+    recall_step = np.diff(np.r_[0.0, tp]) / tp[-1]
+    return float((precision * recall_step).sum())
+
+
+def calibration_ratio(
+    labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None
+) -> float:
+    """Σp / Σy: 1 when the predictions add up to what happened."""
+    labels, scores = _check(labels, scores, binary=False)
+    w = _weights(weights, labels.size)
+    observed = float((w * labels).sum())
+    return float((w * scores).sum() / observed) if observed else float("inf")
+
+
+def group_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float | None:
+    """GAUC: the mean per-group (per-user) AUC weighted by the group's rows, over groups with
+    both labels; None when no group has both."""
+    import pandas as pd
+
+    labels, scores = _check(labels, scores)
+    frame = pd.DataFrame({"g": np.asarray(groups).reshape(-1), "y": labels, "s": scores})
+    frame["r"] = frame.groupby("g")["s"].rank(method="average")
+    per = frame.groupby("g").agg(n=("y", "size"), pos=("y", "sum"))
+    per["ranks"] = frame[frame["y"] == 1].groupby("g")["r"].sum()
+    per = per[(per["pos"] > 0) & (per["pos"] < per["n"])]
+    if per.empty:
+        return None
+    neg = per["n"] - per["pos"]
+    aucs = (per["ranks"] - per["pos"] * (per["pos"] + 1) / 2) / (per["pos"] * neg)
+    return float(np.average(aucs, weights=per["n"]))
+
+
+def regression_metrics(
+    labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray | None = None
+) -> dict[str, float]:
+    """RMSE, MAE, R^2 and the RMSE of predicting the (weighted) mean, in the target's unit."""
+    labels, predictions = _check(labels, predictions, binary=False)
+    w = _weights(weights, labels.size)
+    mean = float(np.average(labels, weights=w))
+    mse = float(np.average((labels - predictions) ** 2, weights=w))
+    variance = float(np.average((labels - mean) ** 2, weights=w))
+    return {
+        "rmse": float(np.sqrt(mse)),
+        "mae": float(np.average(np.abs(labels - predictions), weights=w)),
+        "r2": 1.0 - mse / variance if variance > 0 else 0.0,
+        "mean_rmse": float(np.sqrt(variance)),
+    }
 
 
 @dataclass(frozen=True)
@@ -55,28 +165,41 @@ class CalibrationBin:
 
 
 def calibration_table(
-    labels: np.ndarray, scores: np.ndarray, *, bins: int = 10
+    labels: np.ndarray,
+    scores: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    bins: int = 10,
+    binary: bool = True,
 ) -> list[CalibrationBin]:
     """Equal-mass bins of the predicted score (rare-event scores crowd into the lowest of
-    equal-width bins, which would hide all the information)."""
-    labels, scores = _check(labels, scores)
+    equal-width bins, which would hide all the information); means are weighted. With
+    ``binary=False`` the "observed rate" is the mean target of a regression task."""
+    labels, scores = _check(labels, scores, binary=binary)
+    w = _weights(weights, labels.size)
     order = np.argsort(scores, kind="stable")
     table = []
     for chunk in np.array_split(order, min(bins, labels.size)):
-        if chunk.size == 0:
+        if chunk.size == 0 or not w[chunk].sum() > 0:
             continue
-        s, y = scores[chunk], labels[chunk]
+        s, y, cw = scores[chunk], labels[chunk], w[chunk]
         table.append(
             CalibrationBin(
-                float(s.min()), float(s.max()), int(chunk.size), float(s.mean()), float(y.mean())
+                float(s.min()),
+                float(s.max()),
+                int(chunk.size),
+                float(np.average(s, weights=cw)),
+                float(np.average(y, weights=cw)),
             )
         )
     return table
 
 
-def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, *, bins: int = 10) -> float:
+def expected_calibration_error(
+    labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None, *, bins: int = 10
+) -> float:
     """Count-weighted mean |mean predicted - observed rate| over equal-mass bins."""
-    table = calibration_table(labels, scores, bins=bins)
+    table = calibration_table(labels, scores, weights, bins=bins)
     total = sum(b.count for b in table)
     return float(sum(b.count * abs(b.mean_predicted - b.observed_rate) for b in table) / total)
 

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from rankflow.core.artifacts import atomic_dir
 from rankflow.core.device import gpu_available
 from rankflow.core.errors import ConfigError, DataValidationError, MissingArtifactError
-from rankflow.core.spec import DatasetSpec
+from rankflow.core.spec import CLIP_QUANTILES, DEFAULT_BINS, DatasetSpec
 
 if TYPE_CHECKING:
     import nvtabular as nvt
@@ -54,49 +56,127 @@ class FeatureConfig:
             raise ConfigError(f"batch_rows must be >= 1, got {self.batch_rows}")
 
 
-def build_workflow(spec: DatasetSpec, *, categories_dir: str | Path) -> nvt.Workflow:
-    """An unfitted workflow: categorify ids and categoricals, normalize continuous, tag targets."""
+#: Custom schema tag of the per-row weight column (a TARGET-tagged column that is no task).
+WEIGHT_TAG = "rankflow_row_weight"
+
+
+def continuous_bounds(spec: DatasetSpec, train: Path) -> dict[str, tuple[float, ...]]:
+    """Fixed bounds of every clip / bucketize transform, from the train split, before the fit.
+
+    clip -> (min, max); bucketize -> its increasing inner boundaries. Explicit spec values win.
+    """
+    import pyarrow.dataset as ds
+
+    wanted = {
+        c: t for c, t in spec.continuous_transforms.items() if t.kind in ("clip", "bucketize")
+    }
+    if not wanted:
+        return {}
+    table = ds.dataset(str(train), format="parquet").to_table(columns=list(wanted))
+    bounds: dict[str, tuple[float, ...]] = {}
+    for column, transform in wanted.items():
+        values = np.asarray(table.column(column).to_numpy(), dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if transform.kind == "clip":
+            quantiles = np.quantile(values, CLIP_QUANTILES) if values.size else np.zeros(2)
+            lo = transform.min if transform.min is not None else float(quantiles[0])
+            hi = transform.max if transform.max is not None else float(quantiles[1])
+            bounds[column] = (lo, max(hi, lo))
+        elif transform.bounds is not None:
+            bounds[column] = tuple(transform.bounds)
+        else:
+            bins = transform.bins or DEFAULT_BINS
+            inner = (
+                np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1])
+                if values.size
+                else np.zeros(0)
+            )
+            bounds[column] = tuple(float(b) for b in np.unique(inner))
+            if not bounds[column]:
+                raise DataValidationError(
+                    f"continuous column '{column}' has a single value in train: nothing to "
+                    "bucketize"
+                )
+    return bounds
+
+
+def build_workflow(
+    spec: DatasetSpec,
+    *,
+    categories_dir: str | Path,
+    bounds: Mapping[str, tuple[float, ...]] | None = None,
+) -> nvt.Workflow:
+    """An unfitted workflow: categorify ids and categoricals, shape and normalize continuous
+    columns, tag each task's target by kind (renamed to the task's name).
+
+    ``bounds`` holds the clip / bucketize bounds of :func:`continuous_bounds`.
+    """
     import nvtabular as nvt
     from merlin.schema import Tags
     from nvtabular import ops
 
     hashed = dict(spec.categorify.hash_buckets)
+    bounds = dict(bounds or {})
+
+    def vocabulary():  # one vocabulary file per column
+        return ops.Categorify(
+            freq_threshold=spec.categorify.freq_threshold,
+            out_path=str(categories_dir),
+            dtype="int32",
+        )
 
     def categorical(columns: tuple[str, ...], *tags: Tags):
         vocab = [c for c in columns if c not in hashed]
         hashing = [c for c in columns if c in hashed]
         nodes = []
         if vocab:
-            nodes.append(
-                vocab
-                >> ops.Categorify(
-                    freq_threshold=spec.categorify.freq_threshold,
-                    out_path=str(categories_dir),
-                    dtype="int32",
-                )
-            )
+            nodes.append(vocab >> vocabulary())
         if hashing:
             nodes.append(hashing >> ops.HashBucket({c: hashed[c] for c in hashing}))
         node = nodes[0] if len(nodes) == 1 else nodes[0] + nodes[1]
         return node >> ops.AddTags([*tags])
 
-    features = (
-        categorical((spec.user_id,), Tags.USER, Tags.ID, Tags.USER_ID)
-        + categorical(spec.user_categorical, Tags.USER)
-        + categorical((spec.item_id,), Tags.ITEM, Tags.ID, Tags.ITEM_ID)
-        + categorical(spec.item_categorical, Tags.ITEM)
-    )
-    if spec.context_categorical:
-        features = features + categorical(spec.context_categorical, Tags.CONTEXT)
-    if spec.continuous:
-        features = features + (
-            list(spec.continuous)
-            >> ops.FillMissing()
-            >> ops.Normalize()
-            >> ops.AddTags([Tags.CONTINUOUS])
+    groups = [
+        (() if spec.user_id is None else (spec.user_id,), (Tags.USER, Tags.ID, Tags.USER_ID)),
+        (spec.user_categorical, (Tags.USER,)),
+        (() if spec.item_id is None else (spec.item_id,), (Tags.ITEM, Tags.ID, Tags.ITEM_ID)),
+        (spec.item_categorical, (Tags.ITEM,)),
+        (spec.context_categorical, (Tags.CONTEXT,)),
+    ]
+    nodes = [categorical(columns, *tags) for columns, tags in groups if columns]
+    transforms = spec.continuous_transforms
+    plain = [c for c in spec.continuous if c not in transforms]
+    if plain:
+        nodes.append(
+            plain >> ops.FillMissing() >> ops.Normalize() >> ops.AddTags([Tags.CONTINUOUS])
         )
-    targets = list(spec.target_columns) >> ops.AddTags([Tags.BINARY_CLASSIFICATION, Tags.TARGET])
-    return nvt.Workflow(features + targets)
+    for column, transform in transforms.items():
+        node = [column] >> ops.FillMissing()
+        if transform.kind == "log":
+            node = node >> ops.Clip(min_value=0) >> ops.LogOp()
+        elif transform.kind == "clip":
+            low, high = bounds[column]
+            node = node >> ops.Clip(min_value=low, max_value=high)
+        else:
+            # Bucket ids through a vocabulary: an embedding table with a known size.
+            node = node >> ops.Bucketize({column: list(bounds[column])}) >> vocabulary()
+            nodes.append(node >> ops.AddTags([Tags.CONTEXT]))
+            continue
+        nodes.append(node >> ops.Normalize() >> ops.AddTags([Tags.CONTINUOUS]))
+    for task in spec.tasks:
+        node = [task.column]
+        if task.name != task.column:
+            node = node >> ops.Rename(name=task.name)
+        if task.transform == "log1p":
+            node = node >> ops.LogOp()
+        kind = Tags.BINARY_CLASSIFICATION if task.kind == "binary" else Tags.REGRESSION
+        nodes.append(node >> ops.AddTags([kind, Tags.TARGET]))
+    if spec.weight_column is not None:
+        nodes.append([spec.weight_column] >> ops.AddTags([Tags.TARGET, WEIGHT_TAG]))
+    output = nodes[0]
+    for node in nodes[1:]:
+        output = output + node
+    return nvt.Workflow(output)
 
 
 @contextmanager
@@ -156,8 +236,12 @@ def run_feature_engineering(
         tempfile.TemporaryDirectory(prefix="rankflow-categories-") as categories_dir,
     ):
         # Before the fit: a drifted split fails in seconds, not after the longest part.
-        _check_split_schemas(splits, [*spec.feature_columns, *spec.target_columns])
-        workflow = build_workflow(spec, categories_dir=categories_dir)
+        _check_split_schemas(splits, [*spec.feature_columns, *spec.label_columns])
+        workflow = build_workflow(
+            spec,
+            categories_dir=categories_dir,
+            bounds=continuous_bounds(spec, Path(splits["train"])),
+        )
         # The workflow selects its own columns: timestamps and true probabilities never enter it.
         workflow.fit(Dataset(str(splits["train"]), **engine_kwargs))
         cardinalities = _cardinalities(spec, workflow)
@@ -181,7 +265,8 @@ def _cardinalities(spec: DatasetSpec, workflow: nvt.Workflow) -> dict[str, int]:
     cardinalities = {}
     for column in workflow.output_schema:
         domain = column.int_domain
-        if domain is not None and column.name in spec.categorical_columns:
+        bucketized = [c for c, t in spec.continuous_transforms.items() if t.kind == "bucketize"]
+        if domain is not None and column.name in (*spec.categorical_columns, *bucketized):
             cardinalities[column.name] = int(domain.max) + 1
     return cardinalities
 

@@ -1,7 +1,9 @@
 """KFP wrapper of the training step."""
 
+from typing import Optional
+
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from rankflow.core.image import IMAGE
 
@@ -10,6 +12,7 @@ from rankflow.core.image import IMAGE
 def train_ranker(
     train_features: Input[Dataset],
     valid_features: Input[Dataset],
+    dataset_spec: Input[Artifact],
     ranker: Output[Model],
     training_metrics: Output[Metrics],
     architecture: str,
@@ -20,12 +23,13 @@ def train_ranker(
     bottom_mlp: str,
     cross_depth: int,
     dropout: float,
-    batch_size: int,
-    epochs: int,
-    learning_rate: float,
     seed: int,
+    batch_size: Optional[int] = None,  # noqa: UP045 -- kfp reads typing.Optional, not "int | None"
+    epochs: Optional[int] = None,  # noqa: UP045 -- kfp reads typing.Optional, not "int | None"
+    learning_rate: Optional[float] = None,  # noqa: UP045
 ):
-    """Train the Merlin Models multi-task ranker and save it as a SavedModel."""
+    """Train the Merlin Models multi-task ranker (budget from the log's size unless batch_size /
+    epochs are set), keep its best validation epoch, calibrate it, save it as a SavedModel."""
     from rankflow.core.steps import reporting
 
     with reporting("train-ranker", ranker):
@@ -35,6 +39,7 @@ def train_ranker(
         from components.training.ranker import train_ranker as run
         from rankflow.core.integrity import checked, record
         from rankflow.core.io import persist_metrics
+        from rankflow.core.spec import DatasetSpec
 
         config = RankerConfig(
             architecture=architecture,
@@ -50,7 +55,8 @@ def train_ranker(
             learning_rate=learning_rate,
             seed=seed,
         )
-        history = run(
+        result = run(
+            DatasetSpec.load(checked(dataset_spec)),
             checked(train_features),
             checked(valid_features),
             model_dir=Path(ranker.path),
@@ -58,6 +64,15 @@ def train_ranker(
         )
         record(ranker)
         ranker.metadata["architecture"] = architecture
-        for name, values in history.items():
+        budget = result.budget
+        for name, value in (
+            ("batch_size", budget.batch_size),
+            ("epochs_planned", budget.epochs),
+            ("epochs_run", len(result.criterion)),
+            ("best_epoch", result.best_epoch),
+            ("val_criterion", result.criterion[result.best_epoch - 1]),
+        ):
+            training_metrics.log_metric(name, value)
+        for name, values in result.history.items():
             training_metrics.log_metric(name.replace("/", "_"), values[-1])
         persist_metrics(training_metrics)

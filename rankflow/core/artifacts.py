@@ -88,10 +88,15 @@ def input_dtypes(workflow: nvt.Workflow) -> dict[str, np.dtype]:
     return {c.name: np.dtype(c.dtype.to_numpy) for c in workflow.input_schema}
 
 
-def save_ranker(model: Any, model_dir: Path) -> Path:
-    """Save the ranker as a SavedModel at ``model_dir``: whole and sealed, or not at all."""
+def save_ranker(model: Any, model_dir: Path, *, files: Mapping[str, str] | None = None) -> Path:
+    """Save the ranker as a SavedModel at ``model_dir``: whole and sealed, or not at all.
+
+    ``files`` (name -> text) are written beside it, under the same seal.
+    """
     with atomic_dir(model_dir) as scratch:
         model.save(str(scratch))
+        for name, text in (files or {}).items():
+            (scratch / name).write_text(text)
     return Path(model_dir)
 
 

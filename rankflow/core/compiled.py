@@ -6,7 +6,8 @@ serving latency. The fitted state is small (vocabulary tables, means and stds), 
 arithmetic can run as hash lookups on the request's arrays in well under a millisecond.
 
 Only ops whose transform is reproduced exactly are compiled (Categorify with a vocabulary,
-HashBucket, FillMissing, Normalize, plus the selection/tagging plumbing); anything else raises
+HashBucket, FillMissing, Normalize, LogOp, Clip, Bucketize, Rename, plus the selection/tagging
+plumbing); anything else raises
 :class:`NotCompilable` and the caller keeps NVTabular. :func:`compile_workflow` also runs both
 paths on probe rows (every vocabulary's values, unseen values, nulls) and refuses to compile if any
 output differs, so a future NVTabular change can slow serving down but not make it drift.
@@ -164,11 +165,47 @@ def _normalize(op: Any, column: str, parent: ColumnFn) -> ColumnFn:
     return normalized
 
 
+def _log(op: Any, column: str, parent: ColumnFn) -> ColumnFn:
+    out_dtype = np.dtype(op.output_dtype)
+
+    def logged(raw: Columns) -> np.ndarray:
+        return np.log(np.asarray(parent(raw)).astype(out_dtype) + 1)
+
+    return logged
+
+
+def _clip(op: Any, column: str, parent: ColumnFn) -> ColumnFn:
+    low, high = op.min_value, op.max_value
+
+    def clipped(raw: Columns) -> np.ndarray:
+        values = np.array(parent(raw), copy=True)
+        if low is not None:
+            values[values < low] = low
+        if high is not None:
+            values[values > high] = high
+        return values
+
+    return clipped
+
+
+def _bucketize(op: Any, column: str, parent: ColumnFn) -> ColumnFn:
+    boundaries = np.asarray(op.boundaries(column))
+    out_dtype = np.dtype(op.output_dtype)
+
+    def bucketed(raw: Columns) -> np.ndarray:
+        return np.digitize(np.asarray(parent(raw)), boundaries, right=False).astype(out_dtype)
+
+    return bucketed
+
+
 _PER_COLUMN = {
     "Categorify": _categorify,
     "HashBucket": _hash_bucket,
     "FillMissing": _fill_missing,
     "Normalize": _normalize,
+    "LogOp": _log,
+    "Clip": _clip,
+    "Bucketize": _bucketize,
 }
 _PASS_THROUGH = {"ConcatColumns", "AddTags", "AddMetadata", "TagAsItemFeatures"}
 
@@ -195,6 +232,13 @@ def _compile_node(node: Any, memo: dict[int, dict[str, ColumnFn]]) -> dict[str, 
         if missing:
             raise NotCompilable(f"{name} outputs {missing} that no parent produces")
         compiled = {c: parents[c] for c in outputs}
+    elif name == "Rename":
+        inputs = list(node.input_columns.names)
+        mapping = node.op.column_mapping(node.input_columns)
+        missing = [c for c in inputs if c not in parents]
+        if missing or len(mapping) != len(inputs):
+            raise NotCompilable(f"Rename of {inputs} is not compiled")
+        compiled = {new: parents[old[0]] for new, old in mapping.items()}
     elif name in _PER_COLUMN:
         if list(node.input_columns.names) != list(outputs):
             raise NotCompilable(f"{name} renames or adds columns")

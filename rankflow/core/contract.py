@@ -41,8 +41,9 @@ MANIFEST = "rankflow.json"
 SERVING_FORMAT = 1
 #: Formats of store versions this release can serve. 0.1.0 wrote no format: that is format 1.
 READABLE_FORMATS = (1,)
-#: Output kinds: a binary task's score is a probability.
-OUTPUT_KINDS = ("binary",)
+#: Output kinds: a binary task's score is a probability; a regression task's a value in its
+#: target's own unit.
+OUTPUT_KINDS = ("binary", "regression")
 
 #: numpy dtype name -> Triton data type. "object" columns are UTF-8 strings (BYTES on the wire).
 TRITON_TYPES = {
@@ -121,12 +122,16 @@ class EndpointContract:
         tasks: Sequence[str],
         *,
         max_batch_size: int,
+        kinds: Mapping[str, str] | None = None,
     ) -> EndpointContract:
-        """The contract of a ranker over raw columns ``input_dtypes`` scoring ``tasks``."""
+        """The contract of a ranker over raw columns ``input_dtypes`` scoring ``tasks`` (each of
+        ``kinds[task]``, binary when not given)."""
         inputs = tuple(InputSpec(c, np.dtype(d).name) for c, d in input_dtypes.items())
         for spec in inputs:
             triton_type(spec.dtype)  # refuse a dtype Triton can't carry now, not at load
-        return cls(name, inputs, tuple(OutputSpec(t) for t in tasks), max_batch_size)
+        kinds = kinds or {}
+        outputs = tuple(OutputSpec(t, kinds.get(t, "binary")) for t in tasks)
+        return cls(name, inputs, outputs, max_batch_size)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -189,8 +194,11 @@ class EndpointContract:
         )
 
     @classmethod
-    def from_model_config(cls, config: Any) -> EndpointContract:
-        """The contract a Triton ``ModelConfig`` spells (every output taken as a binary task)."""
+    def from_model_config(
+        cls, config: Any, *, kinds: Mapping[str, str] | None = None
+    ) -> EndpointContract:
+        """The contract a Triton ``ModelConfig`` spells; a config can't say an output's kind:
+        ``kinds`` does (binary otherwise, as every 0.1.0 output was)."""
         from tritonclient.grpc import model_config_pb2 as mc
 
         def numpy_type(tensor: Any) -> str:
@@ -204,7 +212,10 @@ class EndpointContract:
                 for t in config.input
             ),
             outputs=tuple(
-                OutputSpec(t.name, "binary", numpy_type(t), tuple(t.dims)) for t in config.output
+                OutputSpec(
+                    t.name, (kinds or {}).get(t.name, "binary"), numpy_type(t), tuple(t.dims)
+                )
+                for t in config.output
             ),
         )
 
@@ -219,6 +230,9 @@ class ServingManifest:
     format: int = SERVING_FORMAT
     release: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Raw label columns (task targets, the row weight) removed from the workflow for serving;
+    #: None (versions before 0.2): the task names themselves.
+    drop: tuple[str, ...] | None = None
 
     def to_json(self) -> str:
         payload = {
@@ -227,6 +241,8 @@ class ServingManifest:
             "layout": self.layout,
             # What model.py reads: the heads to answer with, in order.
             "tasks": list(self.contract.tasks),
+            # ... and the raw columns the fitted workflow reads that a request doesn't carry.
+            "drop": list(self.drop) if self.drop is not None else list(self.contract.tasks),
             "contract": self.contract.to_dict(),
             **self.extra,
         }
@@ -234,13 +250,25 @@ class ServingManifest:
 
 
 def write_manifest(
-    version_dir: Path, contract: EndpointContract, *, layout: str, **extra: Any
+    version_dir: Path,
+    contract: EndpointContract,
+    *,
+    layout: str,
+    drop: Sequence[str] | None = None,
+    **extra: Any,
 ) -> Path:
     """Write ``version_dir/rankflow.json`` for a freshly exported version."""
     from rankflow import __version__
 
     path = Path(version_dir) / MANIFEST
-    path.write_text(ServingManifest(contract, layout, release=__version__, extra=extra).to_json())
+    manifest = ServingManifest(
+        contract,
+        layout,
+        release=__version__,
+        extra=extra,
+        drop=tuple(drop) if drop is not None else None,
+    )
+    path.write_text(manifest.to_json())
     return path
 
 
@@ -262,7 +290,7 @@ def read_manifest(version_dir: Path, *, config: Any | None = None) -> ServingMan
     extra = {
         k: v
         for k, v in raw.items()
-        if k not in ("format", "release", "layout", "tasks", "contract", "inputs")
+        if k not in ("format", "release", "layout", "tasks", "contract", "inputs", "drop")
     }
     return ServingManifest(
         contract=contract,
@@ -270,6 +298,7 @@ def read_manifest(version_dir: Path, *, config: Any | None = None) -> ServingMan
         format=int(raw.get("format", 1)),
         release=raw.get("release"),
         extra=extra,
+        drop=tuple(raw["drop"]) if "drop" in raw else None,
     )
 
 

@@ -32,3 +32,107 @@ class CrossNetwork(tf.keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "depth": self.depth}
+
+
+#: Probabilities are kept this far from 0 and 1 before their logit is taken.
+_PROBABILITY_EPS = 1e-6
+
+
+def _task_output_base() -> type:
+    from merlin.models.tf.core.base import Block
+
+    return Block
+
+
+@tf.keras.utils.register_keras_serializable(package="rankflow")
+class TaskOutput(_task_output_base()):  # type: ignore[misc]
+    """The ``post`` block of one task head: how it trains and what it serves.
+
+    Training (and validation): the task's sample weight is the product of ``weight_columns``
+    (the row weight, the ``given`` task's label: a conversion trains on clicks only), and a
+    regression target is standardised -- after ``log1p`` when asked -- so its loss is on the same
+    scale whatever the unit.
+
+    Serving: a binary probability goes through Platt scaling on its logit
+    (``sigmoid(scale * logit(p) + shift)``); a regression prediction goes back to the target's own
+    unit (de-standardised, ``expm1`` after ``log1p``), then ``scale * y + shift``. ``scale`` and
+    ``shift`` are fitted on the validation split after training (identity until then), so online
+    scores are calibrated by the SavedModel itself.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        weight_columns: tuple[str, ...] = (),
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
+        transform: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.kind = kind
+        self.weight_columns = tuple(weight_columns)
+        self.target_mean = float(target_mean)
+        self.target_std = float(target_std)
+        self.transform = transform
+        self.scale = self.add_weight(
+            name="calibration_scale", shape=(), initializer="ones", trainable=False
+        )
+        self.shift = self.add_weight(
+            name="calibration_shift", shape=(), initializer="zeros", trainable=False
+        )
+
+    def call(
+        self,
+        inputs: tf.Tensor,
+        features: Any = None,
+        targets: Any = None,
+        training: bool = False,
+        testing: bool = False,
+        target_name: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if training or testing:
+            from merlin.models.tf.core.prediction import Prediction
+
+            weight = None
+            for column in self.weight_columns:
+                # Keras traces training calls without targets when it saves: no weight then.
+                for source in (targets, features):
+                    if isinstance(source, dict) and column in source:
+                        value = tf.cast(tf.reshape(source[column], (-1, 1)), tf.float32)
+                        weight = value if weight is None else weight * value
+                        break
+            target = targets[target_name] if isinstance(targets, dict) else targets
+            if self.kind == "regression" and target is not None:
+                target = tf.cast(target, tf.float32)
+                if self.transform == "log1p":
+                    target = tf.math.log1p(tf.maximum(target, 0.0))
+                target = (target - self.target_mean) / self.target_std
+            return Prediction(inputs, target, sample_weight=weight)
+        return self.serve(inputs)
+
+    def serve(self, inputs: tf.Tensor) -> tf.Tensor:
+        """The served value of a raw head output (also what calibration is fitted on, with
+        identity scale and shift)."""
+        if self.kind == "binary":
+            p = tf.clip_by_value(inputs, _PROBABILITY_EPS, 1.0 - _PROBABILITY_EPS)
+            logit = tf.math.log(p) - tf.math.log1p(-p)
+            return tf.sigmoid(self.scale * logit + self.shift)
+        value = inputs * self.target_std + self.target_mean
+        if self.transform == "log1p":
+            value = tf.math.expm1(value)
+        return self.scale * value + self.shift
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "kind": self.kind,
+            "weight_columns": list(self.weight_columns),
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+            "transform": self.transform,
+        }

@@ -1,8 +1,14 @@
-"""The dataset spec: the one place where column roles are declared.
+"""The dataset spec: the one place where column roles and tasks are declared.
 
 Every later step reads roles from here (through the Merlin schema tags that the feature step derives
 from it), so a log from any producer -- the synthetic generator or a user's own parquet/CSV -- flows
 through the same pipeline once it has a spec.
+
+A spec names the features (ids optional, any role list may be empty, at least one feature), the
+tasks (any number >= 1; each ``binary`` or ``regression``, optionally ``given`` an earlier binary
+task it only happens under, with a loss ``weight``), an optional per-row ``weight_column`` and the
+evaluation ``slices``. The pre-0.2 ``targets: {click: ..., conversion: ...}`` mapping still loads:
+a click task, and a conversion task given the click.
 """
 
 from __future__ import annotations
@@ -16,8 +22,20 @@ import yaml
 
 from rankflow.core.errors import SpecError
 
-#: Funnel stages a target can play. A conversion can only follow a click, which validation enforces.
-TARGET_STAGES = ("click", "conversion")
+#: What a task predicts: a probability (binary) or a value in the target's own unit (regression).
+TASK_KINDS = ("binary", "regression")
+#: Losses per kind; the first is the default.
+LOSSES = {"binary": ("bce",), "regression": ("mse", "huber")}
+#: Target transforms a regression task may train in (served values are back in the target's unit).
+TARGET_TRANSFORMS = ("log1p",)
+#: What to do with a row whose task is positive where its ``given`` task is 0.
+ON_VIOLATION = ("error", "drop", "count")
+#: Continuous-column transforms, before the z-score.
+CONTINUOUS_TRANSFORMS = ("log", "clip", "bucketize")
+#: Quantiles of the train split that bound a ``clip`` transform unless ``min`` / ``max`` are given.
+CLIP_QUANTILES = (0.001, 0.999)
+#: Quantile buckets of a ``bucketize`` transform unless ``bins`` is given.
+DEFAULT_BINS = 10
 
 
 @dataclass(frozen=True)
@@ -37,41 +55,174 @@ class CategorifyOptions:
 
 
 @dataclass(frozen=True)
+class Task:
+    """One thing the ranker predicts.
+
+    ``given`` names a binary task this one only happens under (a conversion only after a click):
+    the task's output is then P(task | given = 1) (or E[target | given = 1]), it trains on the
+    given task's positives only, and its target may be null where the given task is 0.
+    ``truth`` optionally names a column holding the true probability (binary) or conditional
+    expectation (regression) of the task -- known for synthetic logs -- for oracle metrics.
+    """
+
+    name: str
+    column: str
+    kind: str = "binary"
+    given: str | None = None
+    weight: float = 1.0
+    loss: str | None = None
+    transform: str | None = None
+    truth: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "multiclass":
+            raise SpecError(
+                f"task '{self.name}': kind 'multiclass' is not supported; declare one binary "
+                "task per class (one-vs-rest), or a regression task for an ordinal target"
+            )
+        if self.kind not in TASK_KINDS:
+            raise SpecError(
+                f"task '{self.name}': kind must be one of {TASK_KINDS}, got {self.kind!r}"
+            )
+        if not self.weight > 0:
+            raise SpecError(f"task '{self.name}': weight must be > 0, got {self.weight}")
+        if self.loss is not None and self.loss not in LOSSES[self.kind]:
+            raise SpecError(
+                f"task '{self.name}': loss of a {self.kind} task is one of "
+                f"{LOSSES[self.kind]}, got {self.loss!r}"
+            )
+        if self.transform is not None:
+            if self.kind != "regression":
+                raise SpecError(f"task '{self.name}': only a regression target takes a transform")
+            if self.transform not in TARGET_TRANSFORMS:
+                raise SpecError(
+                    f"task '{self.name}': transform must be one of {TARGET_TRANSFORMS}, "
+                    f"got {self.transform!r}"
+                )
+
+    @property
+    def loss_name(self) -> str:
+        return self.loss or LOSSES[self.kind][0]
+
+    def to_dict(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {"name": self.name, "column": self.column}
+        if self.kind != "binary":
+            raw["kind"] = self.kind
+        for key in ("given", "loss", "transform", "truth"):
+            if getattr(self, key) is not None:
+                raw[key] = getattr(self, key)
+        if self.weight != 1.0:
+            raw["weight"] = self.weight
+        return raw
+
+
+@dataclass(frozen=True)
+class ContinuousTransform:
+    """How one continuous column is shaped before its z-score.
+
+    ``log``: log(1 + max(x, 0)), for money and counts. ``clip``: to [min, max], by default the
+    train split's 0.1% / 99.9% quantiles. ``bucketize``: ``bins`` quantile buckets of the train
+    split (or explicit ``bounds``), embedded as a categorical. Bounds are computed before the fit
+    and handed to NVTabular's stock ops, so nothing custom is pickled into the workflow.
+    """
+
+    kind: str
+    min: float | None = None
+    max: float | None = None
+    bins: int | None = None
+    bounds: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in CONTINUOUS_TRANSFORMS:
+            raise SpecError(
+                f"continuous transform must be one of {CONTINUOUS_TRANSFORMS}, got {self.kind!r}"
+            )
+        if self.kind != "clip" and (self.min is not None or self.max is not None):
+            raise SpecError(f"min/max belong to a clip transform, not {self.kind!r}")
+        if self.kind != "bucketize" and (self.bins is not None or self.bounds is not None):
+            raise SpecError(f"bins/bounds belong to a bucketize transform, not {self.kind!r}")
+        if self.min is not None and self.max is not None and not self.min < self.max:
+            raise SpecError(f"clip needs min < max, got {self.min} and {self.max}")
+        if self.bins is not None and self.bins < 2:
+            raise SpecError(f"bucketize needs bins >= 2, got {self.bins}")
+        if self.bounds is not None and (
+            not self.bounds or list(self.bounds) != sorted(set(self.bounds))
+        ):
+            raise SpecError(f"bucketize bounds must be increasing, got {list(self.bounds)}")
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
-    """Column roles of an interaction log."""
+    """Column roles and tasks of an interaction log."""
 
     name: str
     timestamp: str
-    user_id: str
-    item_id: str
-    targets: Mapping[str, str]
+    tasks: tuple[Task, ...]
+    user_id: str | None = None
+    item_id: str | None = None
     user_categorical: tuple[str, ...] = ()
     item_categorical: tuple[str, ...] = ()
     context_categorical: tuple[str, ...] = ()
     continuous: tuple[str, ...] = ()
-    true_probabilities: Mapping[str, str] = field(default_factory=dict)
+    continuous_transforms: Mapping[str, ContinuousTransform] = field(default_factory=dict)
+    weight_column: str | None = None
+    slices: tuple[str, ...] = ()
+    on_violation: str = "error"
     categorify: CategorifyOptions = field(default_factory=CategorifyOptions)
 
     def __post_init__(self) -> None:
-        if "click" not in self.targets:
-            raise SpecError("spec.targets must name the 'click' target column")
-        unknown = set(self.targets) - set(TARGET_STAGES)
-        if unknown:
+        if not self.tasks:
+            raise SpecError("spec.tasks must declare at least one task")
+        if not self.feature_columns:
             raise SpecError(
-                f"spec.targets has unknown stage(s) {sorted(unknown)}; stages are {TARGET_STAGES}"
+                "the spec declares no feature: name at least one id, categorical or continuous "
+                "column"
             )
-        stray = set(self.true_probabilities) - set(self.targets)
-        if stray:
+        names = [t.name for t in self.tasks]
+        for i, task in enumerate(self.tasks):
+            if names.count(task.name) > 1:
+                raise SpecError(f"task name '{task.name}' is declared more than once")
+            if task.given is not None:
+                earlier = {t.name: t for t in self.tasks[:i]}
+                if task.given not in earlier:
+                    raise SpecError(
+                        f"task '{task.name}' is given '{task.given}', which is not a task "
+                        f"declared before it (tasks: {names})"
+                    )
+                if earlier[task.given].kind != "binary":
+                    raise SpecError(
+                        f"task '{task.name}' is given '{task.given}', a regression task; "
+                        "'given' names a binary task"
+                    )
+        if self.on_violation not in ON_VIOLATION:
             raise SpecError(
-                f"spec.true_probabilities names stage(s) {sorted(stray)} without a target"
+                f"on_violation must be one of {ON_VIOLATION}, got {self.on_violation!r}"
             )
-        columns = self.feature_columns + self.target_columns + (self.timestamp,)
-        columns += tuple(self.true_probabilities.values())
+        columns = (
+            self.feature_columns
+            + self.target_columns
+            + (self.timestamp,)
+            + self.truth_columns
+            + ((self.weight_column,) if self.weight_column else ())
+        )
         seen: set[str] = set()
         for column in columns:
             if column in seen:
                 raise SpecError(f"column '{column}' is given more than one role in the spec")
             seen.add(column)
+        # Task names become the schema's target columns: they must not shadow another column.
+        for task in self.tasks:
+            if task.name != task.column and task.name in seen:
+                raise SpecError(
+                    f"task name '{task.name}' is also a column of the spec; name the task "
+                    "after its own column or choose another name"
+                )
+        for column in self.slices:
+            if column in self.target_columns or column == self.weight_column:
+                raise SpecError(f"slice column '{column}' is a target or the weight column")
+        for column in self.continuous_transforms:
+            if column not in self.continuous:
+                raise SpecError(f"a transform names '{column}', not a continuous column")
         for column, buckets in self.categorify.hash_buckets.items():
             if column not in self.categorical_columns:
                 raise SpecError(
@@ -88,9 +239,9 @@ class DatasetSpec:
     @property
     def categorical_columns(self) -> tuple[str, ...]:
         return (
-            (self.user_id,)
+            ((self.user_id,) if self.user_id is not None else ())
             + self.user_categorical
-            + (self.item_id,)
+            + ((self.item_id,) if self.item_id is not None else ())
             + self.item_categorical
             + self.context_categorical
         )
@@ -101,45 +252,76 @@ class DatasetSpec:
 
     @property
     def target_columns(self) -> tuple[str, ...]:
-        return tuple(self.targets[stage] for stage in TARGET_STAGES if stage in self.targets)
+        """The raw columns of the tasks, in task order."""
+        return tuple(t.column for t in self.tasks)
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tasks)
+
+    @property
+    def truth_columns(self) -> tuple[str, ...]:
+        return tuple(t.truth for t in self.tasks if t.truth is not None)
 
     @property
     def id_columns(self) -> tuple[str, ...]:
-        return (self.user_id, self.item_id)
+        return tuple(c for c in (self.user_id, self.item_id) if c is not None)
+
+    @property
+    def label_columns(self) -> tuple[str, ...]:
+        """Raw columns that are not features: what serving drops from the workflow's inputs."""
+        return self.target_columns + ((self.weight_column,) if self.weight_column else ())
 
     @property
     def raw_columns(self) -> tuple[str, ...]:
         """Every column the pipeline reads from the raw log, in a stable order."""
-        return (
-            self.feature_columns
-            + self.target_columns
-            + (self.timestamp,)
-            + tuple(
-                self.true_probabilities[s] for s in TARGET_STAGES if s in self.true_probabilities
-            )
-        )
+        columns = list(self.feature_columns + self.label_columns + (self.timestamp,))
+        columns += [c for c in self.truth_columns + self.slices if c not in columns]
+        return tuple(columns)
 
-    def task_of(self, stage: str) -> str:
-        """The task (target column) name for a funnel stage."""
-        return self.targets[stage]
+    def task(self, name: str) -> Task:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise SpecError(f"no task named '{name}' (tasks: {list(self.task_names)})")
 
     # (De)serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "timestamp": self.timestamp,
-            "user": {"id": self.user_id, "categorical": list(self.user_categorical)},
-            "item": {"id": self.item_id, "categorical": list(self.item_categorical)},
-            "context": {"categorical": list(self.context_categorical)},
-            "continuous": list(self.continuous),
-            "targets": dict(self.targets),
-            "true_probabilities": dict(self.true_probabilities),
-            "categorify": {
-                "freq_threshold": self.categorify.freq_threshold,
-                "hash_buckets": dict(self.categorify.hash_buckets),
-                "max_vocabulary": self.categorify.max_vocabulary,
-            },
+        continuous: list[Any] = []
+        for column in self.continuous:
+            transform = self.continuous_transforms.get(column)
+            if transform is None:
+                continuous.append(column)
+                continue
+            entry: dict[str, Any] = {"column": column, "transform": transform.kind}
+            for key in ("min", "max", "bins"):
+                if getattr(transform, key) is not None:
+                    entry[key] = getattr(transform, key)
+            if transform.bounds is not None:
+                entry["bounds"] = list(transform.bounds)
+            continuous.append(entry)
+        raw: dict[str, Any] = {"name": self.name, "timestamp": self.timestamp}
+        raw["user"] = {"categorical": list(self.user_categorical)}
+        if self.user_id is not None:
+            raw["user"] = {"id": self.user_id, **raw["user"]}
+        raw["item"] = {"categorical": list(self.item_categorical)}
+        if self.item_id is not None:
+            raw["item"] = {"id": self.item_id, **raw["item"]}
+        raw["context"] = {"categorical": list(self.context_categorical)}
+        raw["continuous"] = continuous
+        raw["tasks"] = [t.to_dict() for t in self.tasks]
+        if self.weight_column is not None:
+            raw["weight_column"] = self.weight_column
+        if self.slices:
+            raw["slices"] = list(self.slices)
+        if self.on_violation != "error":
+            raw["on_violation"] = self.on_violation
+        raw["categorify"] = {
+            "freq_threshold": self.categorify.freq_threshold,
+            "hash_buckets": dict(self.categorify.hash_buckets),
+            "max_vocabulary": self.categorify.max_vocabulary,
         }
+        return raw
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> DatasetSpec:
@@ -152,43 +334,67 @@ class DatasetSpec:
             "item",
             "context",
             "continuous",
+            "tasks",
             "targets",
             "true_probabilities",
+            "weight_column",
+            "slices",
+            "on_violation",
             "categorify",
         }
         unknown = set(raw) - known
         if unknown:
             raise SpecError(f"unknown key(s) in dataset spec: {sorted(unknown)}")
-        for key in ("timestamp", "user", "item", "targets"):
-            if key not in raw:
-                raise SpecError(f"dataset spec is missing required key '{key}'")
+        if "timestamp" not in raw:
+            raise SpecError("dataset spec is missing required key 'timestamp'")
+        if ("tasks" in raw) == ("targets" in raw):
+            raise SpecError(
+                "dataset spec needs exactly one of 'tasks' (a list of {name, column, kind, "
+                "given, weight}) or the older 'targets' mapping"
+            )
         user, item = _section(raw, "user"), _section(raw, "item")
         for section_name, section in (("user", user), ("item", item)):
-            if "id" not in section:
-                raise SpecError(f"dataset spec section '{section_name}' needs an 'id' column")
+            extra = set(section) - {"id", "categorical"}
+            if extra:
+                raise SpecError(f"unknown key(s) in spec section '{section_name}': {sorted(extra)}")
+        tasks = (
+            _tasks(raw["tasks"])
+            if "tasks" in raw
+            else _legacy_tasks(raw["targets"], raw.get("true_probabilities") or {})
+        )
+        if "tasks" in raw and raw.get("true_probabilities"):
+            raise SpecError("true_probabilities goes with 'targets'; with 'tasks' use task.truth")
+        continuous, transforms = _continuous(raw.get("continuous", []))
         categorify = _section(raw, "categorify")
+        extra = set(categorify) - {"freq_threshold", "hash_buckets", "max_vocabulary"}
+        if extra:
+            raise SpecError(f"unknown key(s) in spec section 'categorify': {sorted(extra)}")
+        weight = raw.get("weight_column")
         return cls(
             name=str(raw.get("name", "interactions")),
             timestamp=_name(raw["timestamp"], "timestamp"),
-            user_id=_name(user["id"], "user.id"),
-            item_id=_name(item["id"], "item.id"),
-            user_categorical=_names(user.get("categorical", []), "user.categorical"),
-            item_categorical=_names(item.get("categorical", []), "item.categorical"),
+            tasks=tasks,
+            user_id=_name(user["id"], "user.id") if user.get("id") is not None else None,
+            item_id=_name(item["id"], "item.id") if item.get("id") is not None else None,
+            user_categorical=_names(user.get("categorical") or [], "user.categorical"),
+            item_categorical=_names(item.get("categorical") or [], "item.categorical"),
             context_categorical=_names(
-                _section(raw, "context").get("categorical", []), "context.categorical"
+                _section(raw, "context").get("categorical") or [], "context.categorical"
             ),
-            continuous=_names(raw.get("continuous", []), "continuous"),
-            targets=_str_mapping(raw["targets"], "targets"),
-            true_probabilities=_str_mapping(
-                raw.get("true_probabilities") or {}, "true_probabilities"
-            ),
+            continuous=continuous,
+            continuous_transforms=transforms,
+            weight_column=_name(weight, "weight_column") if weight is not None else None,
+            slices=_names(raw.get("slices") or [], "slices"),
+            on_violation=str(raw.get("on_violation", "error")),
             categorify=CategorifyOptions(
-                freq_threshold=int(categorify.get("freq_threshold", 1)),
+                freq_threshold=_int(categorify.get("freq_threshold", 1), "freq_threshold"),
                 hash_buckets={
-                    str(k): int(v) for k, v in (categorify.get("hash_buckets") or {}).items()
+                    str(k): _int(v, f"hash_buckets.{k}")
+                    for k, v in (categorify.get("hash_buckets") or {}).items()
                 },
-                max_vocabulary=int(
-                    categorify.get("max_vocabulary", CategorifyOptions.max_vocabulary)
+                max_vocabulary=_int(
+                    categorify.get("max_vocabulary", CategorifyOptions.max_vocabulary),
+                    "max_vocabulary",
                 ),
             ),
         )
@@ -199,7 +405,7 @@ class DatasetSpec:
     @classmethod
     def from_yaml(cls, text: str) -> DatasetSpec:
         try:
-            raw = yaml.safe_load(text)
+            raw = yaml.load(text, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -220,6 +426,127 @@ class DatasetSpec:
         return cls.from_yaml(path.read_text())
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a repeated mapping key (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} appears twice in one mapping",
+                    mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping
+)
+
+_TASK_KEYS = {"name", "column", "kind", "given", "weight", "loss", "transform", "truth"}
+
+
+def _tasks(value: Any) -> tuple[Task, ...]:
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"dataset spec 'tasks' must be a non-empty list, got {value!r}")
+    tasks = []
+    for i, entry in enumerate(value):
+        if isinstance(entry, str):
+            entry = {"name": entry, "column": entry}
+        if not isinstance(entry, Mapping):
+            raise SpecError(f"tasks[{i}] must be a mapping {{name, column, ...}}, got {entry!r}")
+        unknown = set(entry) - _TASK_KEYS
+        if unknown:
+            raise SpecError(
+                f"tasks[{i}] has unknown key(s) {sorted(unknown)} ({sorted(_TASK_KEYS)})"
+            )
+        if "column" not in entry and "name" not in entry:
+            raise SpecError(f"tasks[{i}] needs a 'column' (and optionally a 'name')")
+        column = _name(entry.get("column", entry.get("name")), f"tasks[{i}].column")
+        name = _name(entry.get("name", column), f"tasks[{i}].name")
+        if "/" in name:
+            raise SpecError(f"task name '{name}' may not contain '/'")
+        weight = entry.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float):
+            raise SpecError(f"tasks[{i}].weight must be a number, got {weight!r}")
+        optional = {
+            key: _name(entry[key], f"tasks[{i}].{key}")
+            for key in ("given", "loss", "transform", "truth")
+            if entry.get(key) is not None
+        }
+        tasks.append(
+            Task(
+                name=name,
+                column=column,
+                kind=str(entry.get("kind", "binary")),
+                weight=float(weight),
+                **optional,
+            )
+        )
+    return tuple(tasks)
+
+
+def _legacy_tasks(targets: Any, truths: Any) -> tuple[Task, ...]:
+    """``targets: {click: c, conversion: v}`` (pre-0.2): click, then conversion given click."""
+    targets = _str_mapping(targets, "targets")
+    truths = _str_mapping(truths, "true_probabilities")
+    if "click" not in targets:
+        raise SpecError("spec.targets must name the 'click' target column")
+    unknown = set(targets) - {"click", "conversion"}
+    if unknown:
+        raise SpecError(
+            f"spec.targets has unknown stage(s) {sorted(unknown)}; stages are click and "
+            "conversion (declare other tasks in a 'tasks' list)"
+        )
+    stray = set(truths) - set(targets)
+    if stray:
+        raise SpecError(f"spec.true_probabilities names stage(s) {sorted(stray)} without a target")
+    tasks = [Task(name=targets["click"], column=targets["click"], truth=truths.get("click"))]
+    if "conversion" in targets:
+        # The older truth column held P(click and conversion); it is no conditional truth.
+        tasks.append(
+            Task(name=targets["conversion"], column=targets["conversion"], given=tasks[0].name)
+        )
+    return tuple(tasks)
+
+
+def _continuous(value: Any) -> tuple[tuple[str, ...], dict[str, ContinuousTransform]]:
+    if not isinstance(value, list):
+        raise SpecError(f"dataset spec 'continuous' must be a list, got {value!r}")
+    names: list[str] = []
+    transforms: dict[str, ContinuousTransform] = {}
+    for entry in value:
+        if isinstance(entry, str):
+            names.append(_name(entry, "continuous"))
+            continue
+        if not isinstance(entry, Mapping) or "column" not in entry:
+            raise SpecError(
+                f"a continuous entry is a column name or {{column, transform}}, got {entry!r}"
+            )
+        unknown = set(entry) - {"column", "transform", "min", "max", "bins", "bounds"}
+        if unknown:
+            raise SpecError(f"continuous entry {entry!r} has unknown key(s) {sorted(unknown)}")
+        column = _name(entry["column"], "continuous.column")
+        names.append(column)
+        if entry.get("transform") is None:
+            continue
+        bounds = entry.get("bounds")
+        transforms[column] = ContinuousTransform(
+            kind=str(entry["transform"]),
+            min=_number(entry.get("min"), f"{column}.min"),
+            max=_number(entry.get("max"), f"{column}.max"),
+            bins=_int(entry["bins"], f"{column}.bins") if entry.get("bins") is not None else None,
+            bounds=tuple(_number(b, f"{column}.bounds") for b in bounds) if bounds else None,  # type: ignore[misc]
+        )
+    return tuple(names), transforms
+
+
 def _section(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = raw.get(key) or {}
     if not isinstance(value, Mapping):
@@ -237,6 +564,20 @@ def _names(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise SpecError(f"dataset spec '{where}' must be a list of column names, got {value!r}")
     return tuple(_name(v, where) for v in value)
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"dataset spec '{where}' must be an integer, got {value!r}")
+    return value
+
+
+def _number(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(f"dataset spec '{where}' must be a number, got {value!r}")
+    return float(value)
 
 
 def _str_mapping(value: Any, where: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from bench.etl import NULL_INDEX, OOV_INDEX, PandasWorkflow, compare, run_pandas
 from bench.report import render_markdown, targets, utc_now, write_report
-from rankflow.core.spec import CategorifyOptions, DatasetSpec
+from rankflow.core.spec import CategorifyOptions, DatasetSpec, Task
 
 
 def _spec() -> DatasetSpec:
@@ -18,7 +18,7 @@ def _spec() -> DatasetSpec:
         timestamp="ts",
         user_id="user",
         item_id="item",
-        targets={"click": "click"},
+        tasks=(Task(name="click", column="click"),),
         continuous=("bid",),
         categorify=CategorifyOptions(freq_threshold=2, hash_buckets={"item": 7}),
     )

@@ -40,13 +40,34 @@ def test_generator_rows_time_order_and_funnel():
     log = _log()
     assert len(log) == SMALL.rows
     assert log["event_ts"].is_monotonic_increasing
-    # Conversions only ever follow clicks, and are rare.
-    assert not ((log["conversion"] == 1) & (log["click"] == 0)).any()
+    # Conversions and dwell times only ever follow clicks; conversions are rare.
+    clicked = log["click"] == 1
+    assert not ((log["conversion"] == 1) & ~clicked).any()
+    assert log["dwell_seconds"].isna().eq(~clicked).all()
     assert 0.03 < log["click"].mean() < 0.15
     assert 0.002 < log["conversion"].mean() < log["click"].mean() / 2
-    # True probabilities are calibrated: they are what the labels were drawn from.
+    # True probabilities are calibrated: they are what the labels were drawn from; the
+    # conversion truth is P(conversion | click), the dwell truth E[dwell | click].
     assert log["p_click"].mean() == pytest.approx(log["click"].mean(), rel=0.1)
-    assert log["p_conversion"].mean() == pytest.approx(log["conversion"].mean(), rel=0.25)
+    assert log["p_long_view"].mean() == pytest.approx(log["long_view"].mean(), rel=0.1)
+    assert log["p_conversion"][clicked].mean() == pytest.approx(
+        log["conversion"][clicked].mean(), rel=0.25
+    )
+    assert log["dwell_expected"][clicked].mean() == pytest.approx(
+        log["dwell_seconds"][clicked].mean(), rel=0.1
+    )
+
+
+def test_every_task_has_signal_a_constant_cannot_pass():
+    """Oracle AUC >= 0.70 per binary task (conversion on clicks), oracle R^2 >= 0.4 for dwell."""
+    log = _log(SyntheticConfig(rows=200_000, seed=5, chunk_rows=100_000))
+    clicked = log["click"] == 1
+    assert auc(log["click"], log["p_click"]) > 0.72
+    assert auc(log["long_view"], log["p_long_view"]) > 0.72
+    assert auc(log["conversion"][clicked], log["p_conversion"][clicked]) > 0.70
+    dwell = log["dwell_seconds"][clicked].to_numpy(float)
+    expected = log["dwell_expected"][clicked].to_numpy()
+    assert 1 - ((dwell - expected) ** 2).mean() / dwell.var() > 0.45
 
 
 def test_oracle_scores_its_own_auc_and_beats_single_features():
@@ -86,11 +107,24 @@ def _write(frame: pd.DataFrame, path: Path) -> Path:
         (lambda f: f.assign(user_id=f["user_id"].astype("float").where(f.index != 7)), "'user_id'"),
         (
             lambda f: f.assign(click=f["click"].where(f.index != 3, 2)),
-            "'click' must be 0/1, found 2",
+            "'click' \\(click, binary\\) must be 0/1, found 2.*kind: regression",
         ),
         (
             lambda f: f.assign(conversion=f["conversion"].where(f.index != 5, 1), click=0),
-            "conversion\\(s\\) without a click",
+            "'conversion' \\(conversion\\) is positive on \\d+ row\\(s\\) where 'click' "
+            "\\(click, its given task\\) is 0.*on_violation: drop",
+        ),
+        (
+            lambda f: f.assign(long_view=f["long_view"].astype(float).where(f.index != 2)),
+            "'long_view' \\(long_view\\) has 1 null value\\(s\\);",
+        ),
+        (
+            lambda f: f.assign(dwell_seconds=f["dwell_seconds"].where(f["click"] == 0)),
+            "'dwell_seconds' \\(dwell_seconds\\) has \\d+ null value\\(s\\) where 'click'",
+        ),
+        (
+            lambda f: f.assign(dwell_seconds="long"),
+            "'dwell_seconds' \\(dwell_seconds regression target\\) has type string",
         ),
         (lambda f: f.assign(ad_id=-f["ad_id"] - 1), "'ad_id' has negative ids"),
         (lambda f: f.iloc[:0], "has no rows"),
@@ -177,7 +211,7 @@ def _prepare(source: Path, tmp_path: Path, spec: Path | None = None):
             lambda f, p: (p / "log.csv").write_text(
                 f.to_csv(index=False) + '1,2,"unterminated,4\n'
             ),
-            r"cannot read csv data at .*log\.csv.*Row #3002: Expected 21 columns, got 3",
+            r"cannot read csv data at .*log\.csv.*Row #3002: Expected \d+ columns, got 3",
             id="csv-broken-row",
         ),
         pytest.param(
@@ -262,7 +296,7 @@ def test_exact_duplicate_rows_are_dropped_and_counted(raw_log, tmp_path):
 def _own_csv(tmp_path: Path, raw_log: pd.DataFrame) -> tuple[Path, Path]:
     """The generator's log renamed and saved as CSV, with a hand-written spec: another producer."""
     frame = raw_log.rename(columns={"user_id": "uid", "ad_id": "item", "click": "clicked"})
-    frame = frame.drop(columns=["p_click", "p_conversion"])
+    frame = frame.drop(columns=["p_click", "p_conversion", "p_long_view", "dwell_expected"])
     frame["clicked"] = frame["clicked"].astype(bool)
     csv = _write(frame, tmp_path / "own.csv")
     spec = tmp_path / "own.yaml"
@@ -306,7 +340,7 @@ def test_prepare_own_csv_splits_by_time(raw_log, tmp_path):
 def test_failed_validation_leaves_no_partial_output(raw_log, tmp_path):
     csv, spec_path = _own_csv(tmp_path, raw_log.assign(conversion=1))
     outputs = {name: tmp_path / "out" / name for name in ("train", "valid", "test")}
-    with pytest.raises(DataValidationError, match="without a click"):
+    with pytest.raises(DataValidationError, match="where 'clicked' \\(clicked, its given task\\)"):
         prepare_data(
             str(csv),
             spec_path=str(spec_path),
@@ -328,6 +362,50 @@ def test_own_data_needs_a_spec(tmp_path):
             outputs={n: tmp_path / n for n in ("train", "valid", "test")},
             spec_out=tmp_path / "spec.yaml",
         )
+
+
+def _violating(raw_log: pd.DataFrame, tmp_path: Path, policy: str) -> tuple[Path, Path]:
+    """The log with 7 conversions (and dwell times) on rows without a click, and a spec."""
+    unclicked = raw_log.index[raw_log["click"] == 0][:7]
+    frame = raw_log.copy()
+    frame.loc[unclicked, "conversion"] = 1
+    path = _write(frame, tmp_path / "log.parquet")
+    spec = synthetic_spec().to_dict() | {"on_violation": policy}
+    spec_path = tmp_path / "spec.in.yaml"
+    DatasetSpec.from_dict(spec).save(spec_path)
+    return path, spec_path
+
+
+@pytest.mark.parametrize("policy", ["drop", "count"])
+def test_given_violations_are_dropped_or_counted(raw_log, tmp_path, policy):
+    source, spec_path = _violating(raw_log, tmp_path, policy)
+    report = validate_log(DatasetSpec.load(spec_path), source)
+    assert report.violations == {"conversion": 7, "dwell_seconds": 0}
+    prepared = _prepare(source, tmp_path, spec=spec_path)
+    kept = sum(prepared.rows.values())
+    assert prepared.violations_dropped == (7 if policy == "drop" else 0)
+    assert kept == len(raw_log) - prepared.violations_dropped
+
+
+def test_targets_null_where_not_given_become_zero_and_keep_their_kind(raw_log, tmp_path):
+    """A dwell time exists only after a click: null elsewhere, 0 in the splits (weight 0)."""
+    source = _write(raw_log, tmp_path / "log.parquet")
+    _prepare(source, tmp_path)
+    train = pq.read_table(tmp_path / "out" / "train").to_pandas()
+    assert train["dwell_seconds"].dtype == np.float32 and not train["dwell_seconds"].isna().any()
+    assert (train.loc[train["click"] == 0, "dwell_seconds"] == 0).all()
+    assert train["long_view"].dtype == np.int32
+
+
+def test_weight_column_must_be_complete_and_non_negative(raw_log, tmp_path):
+    spec = DatasetSpec.from_dict(synthetic_spec().to_dict() | {"weight_column": "w"})
+    for weights, message in (
+        (np.where(raw_log.index == 4, -1.0, 1.0), "finite weights >= 0"),
+        (np.zeros(len(raw_log)), "0 on every row"),
+    ):
+        path = _write(raw_log.assign(w=weights), tmp_path / "log.parquet")
+        with pytest.raises(DataValidationError, match=message):
+            validate_log(spec, path)
 
 
 # -- component ----------------------------------------------------------------------------------

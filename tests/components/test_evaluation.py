@@ -11,7 +11,7 @@ from kfp import dsl
 
 from components.evaluation import metrics as m
 from components.evaluation.component import evaluate_ranker as evaluate_component
-from components.evaluation.evaluate import bless, evaluate, markdown_report
+from components.evaluation.evaluate import Gates, bless, evaluate, markdown_report
 from rankflow.core.spec import DatasetSpec
 
 
@@ -63,96 +63,150 @@ def test_roc_curve_is_monotone_and_thinned():
     assert np.trapz(tpr, fpr) == pytest.approx(m.auc(labels, scores), abs=0.01)
 
 
-def test_oracle_predictions_score_the_oracle_auc(prepared):
-    """A model that outputs the true probabilities scores exactly the oracle AUC."""
+def test_weighted_metrics_equal_repeated_rows():
+    """A row of weight 3 counts as three rows in every weighted metric."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, 400)
+    scores = np.round(rng.random(400), 2)  # ties too
+    weights = rng.integers(1, 4, 400)
+    repeated = (np.repeat(labels, weights), np.repeat(scores, weights))
+    assert m.auc(labels, scores, weights) == pytest.approx(m.auc(*repeated), abs=1e-12)
+    assert m.logloss(labels, scores, weights) == pytest.approx(m.logloss(*repeated))
+    assert m.average_precision(labels, scores, weights) == pytest.approx(
+        m.average_precision(*repeated)
+    )
+    assert m.calibration_ratio(labels, scores, weights) == pytest.approx(
+        repeated[1].sum() / repeated[0].sum()
+    )
+
+
+def test_average_precision_group_auc_and_auc_bound():
+    assert m.average_precision([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]) == pytest.approx((1 + 2 / 3) / 2)
+    # GAUC: per-user AUC (1.0 and 0.0 here), weighted by the users' rows.
+    groups = np.array([1, 1, 1, 2, 2, 2, 2, 3])
+    labels = np.array([1, 0, 0, 1, 0, 0, 0, 1])
+    scores = np.array([0.9, 0.1, 0.2, 0.1, 0.5, 0.6, 0.7, 0.3])
+    assert m.group_auc(labels, scores, groups) == pytest.approx(3 / 7)
+    # The bound tightens with the sample and stays below the AUC.
+    small = m.auc_lower_bound(0.6, np.r_[np.ones(20), np.zeros(80)])
+    large = m.auc_lower_bound(0.6, np.r_[np.ones(2000), np.zeros(8000)])
+    assert small < 0.5 < large < 0.6
+
+
+def _truths(spec, raw) -> dict[str, np.ndarray]:
+    """What a Bayes-optimal model would answer for every synthetic task."""
+    return {t.name: raw[t.truth].to_numpy() for t in spec.tasks}
+
+
+def test_oracle_predictions_score_the_oracle_metrics(prepared):
+    """A model that outputs the truths scores exactly the oracle AUC (binary, on the given
+    task's positives for conversion), the Bayes RMSE (regression) and the oracle product AUC."""
     spec = DatasetSpec.load(prepared["spec"])
     raw = pq.read_table(prepared["test"]).to_pandas()
-    oracle = {"click": raw["p_click"].to_numpy(), "conversion": raw["p_conversion"].to_numpy()}
-    result = evaluate(spec, oracle, prepared["test"], min_auc={})
-    for task in ("click", "conversion"):
-        assert result.tasks[task].auc == result.tasks[task].oracle_auc
-        assert result.tasks[task].oracle_auc > 0.65
-        assert result.tasks[task].ece < 0.05
-    # Noise instead of the truth: chance-level AUC, far below the oracle.
-    noise = {k: np.random.default_rng(0).random(v.size) for k, v in oracle.items()}
-    worse = evaluate(spec, noise, prepared["test"], min_auc={"click": 0.6})
-    assert abs(worse.tasks["click"].auc - 0.5) < 0.05
-    assert not worse.blessed and "click: AUC" in worse.reasons[0]
+    gates = Gates().for_spec(spec)
+    result = evaluate(spec, _truths(spec, raw), prepared["test"], gates=gates)
+    assert result.blessed, result.reasons
+    for task in ("click", "conversion", "long_view"):
+        metrics = result.tasks[task].metrics
+        assert metrics["auc"] == metrics["oracle_auc"] > 0.6
+        assert metrics["ece"] < 0.05 and abs(metrics["calibration_ratio"] - 1) < 0.15
+    conversion = result.tasks["conversion"]
+    assert conversion.rows == int(raw["click"].sum()) and conversion.given == "click"
+    assert conversion.metrics["product_auc"] == conversion.metrics["oracle_product_auc"]
+    dwell = result.tasks["dwell_seconds"].metrics
+    assert dwell["rmse"] == pytest.approx(dwell["bayes_rmse"]) and dwell["r2"] > 0.4
+    assert set(result.tasks["click"].slices["surface"]) == set(raw["surface"])
+    # Noise instead of the truth: chance-level AUC, worse than the mean predictor, not blessed.
+    rng = np.random.default_rng(0)
+    noise = {k: rng.random(v.size) * (40 if k == "dwell_seconds" else 1) for k, v in
+             _truths(spec, raw).items()}  # fmt: skip
+    worse = evaluate(spec, noise, prepared["test"], gates=gates)
+    assert abs(worse.tasks["click"].metrics["auc"] - 0.5) < 0.05
+    assert not worse.blessed
+    assert any(r.startswith("click: auc_lower") for r in worse.reasons)
+    assert any(r.startswith("dwell_seconds: rmse_ratio") for r in worse.reasons)
 
 
 def test_prediction_count_must_match_the_split(prepared):
     spec = DatasetSpec.load(prepared["spec"])
     with pytest.raises(ValueError, match="predictions for"):
         evaluate(
-            spec, {"click": np.zeros(3), "conversion": np.zeros(3)}, prepared["test"], min_auc={}
+            spec,
+            dict.fromkeys(spec.task_names, np.zeros(3)),
+            prepared["test"],
+            gates=Gates().for_spec(spec),
         )
 
 
-def test_bless_thresholds(prepared):
+def test_gates_from_json(prepared):
     spec = DatasetSpec.load(prepared["spec"])
     raw = pq.read_table(prepared["test"]).to_pandas()
-    oracle = {"click": raw["p_click"].to_numpy(), "conversion": raw["p_conversion"].to_numpy()}
-    tasks = evaluate(spec, oracle, prepared["test"], min_auc={}).tasks
-    assert bless(tasks, {"click": 0.6}) == (True, [])
-    ok, reasons = bless(tasks, {"click": 0.6, "conversion": 0.99})
-    assert not ok and reasons == [
-        f"conversion: AUC {tasks['conversion'].auc:.4f} < required 0.9900"
-    ]
-    with pytest.raises(ValueError, match="does not predict"):
-        bless(tasks, {"like": 0.5})
+    tasks = evaluate(spec, _truths(spec, raw), prepared["test"], gates={}).tasks
+    gates = Gates.from_json('{"click": {"min_auc": 0.6}, "dwell_seconds": {"min_r2": 0.99}}')
+    resolved = gates.for_spec(spec)
+    assert resolved["conversion"] == {"min_auc_lower": 0.5}  # a default for an unnamed task
+    ok, reasons = bless(tasks, resolved)
+    r2 = tasks["dwell_seconds"].metrics["r2"]
+    assert not ok and reasons == [f"dwell_seconds: r2 {r2:.4f} < min_r2 0.9900"]
+    for text, message in (
+        ("[1]", "JSON object of task"),
+        ("{bad", "must be a JSON object"),
+        ('{"click": {"min_auc": "high"}}', "must be a number"),
+        ('{"click": {"min_gauc": 0.6}}', "unknown gate"),
+        ('{"like": {"min_auc": 0.6}}', "does not declare"),
+        ('{"click": {"min_r2": 0.6}}', "do not apply to a binary task"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Gates.from_json(text).for_spec(spec)
 
 
 def test_component_writes_metrics_roc_report_and_blessing(trained, features, prepared, artifact):
     outs = {
         "metrics": artifact(dsl.Metrics, "metrics"),
-        "click_roc": artifact(dsl.ClassificationMetrics, "click_roc"),
-        "conversion_roc": artifact(dsl.ClassificationMetrics, "conversion_roc"),
+        "roc": artifact(dsl.ClassificationMetrics, "roc"),
+        "roc_curves": artifact(dsl.HTML, "roc_curves"),
         "report": artifact(dsl.Markdown, "report"),
         "evaluation": artifact(dsl.Artifact, "evaluation"),
     }
-    result = evaluate_component.python_func(
-        ranker=artifact(dsl.Model, "ranker", trained),
-        test_features=artifact(dsl.Dataset, "test_features", features["test"]),
-        test_data=artifact(dsl.Dataset, "test_data", prepared["test"]),
-        dataset_spec=artifact(dsl.Artifact, "spec", prepared["spec"]),
-        min_auc_click=0.55,
-        min_auc_conversion=0.5,
-        **outs,
-    )
+    inputs = {
+        "ranker": artifact(dsl.Model, "ranker", trained),
+        "test_features": artifact(dsl.Dataset, "test_features", features["test"]),
+        "test_data": artifact(dsl.Dataset, "test_data", prepared["test"]),
+        "dataset_spec": artifact(dsl.Artifact, "spec", prepared["spec"]),
+    }
+    result = evaluate_component.python_func(gates='{"click": {"min_auc": 0.55}}', **inputs, **outs)
     metrics = outs["metrics"].metadata
     assert 0.55 < metrics["click_auc"] <= metrics["click_oracle_auc"] + 0.02
+    assert {"conversion_product_auc", "dwell_seconds_rmse", "dwell_seconds_r2"} <= set(metrics)
     assert result.blessed is True
-    curve = outs["click_roc"].metadata["confidenceMetrics"]
+    curve = outs["roc"].metadata["confidenceMetrics"]
     assert curve[0]["falsePositiveRate"] == 0.0 and len(curve) > 10
-    assert "conversion" in Path(outs["report"].path).read_text()
+    assert outs["roc"].metadata["task"] == "click"
+    page = Path(outs["roc_curves"].path).read_text()
+    assert page.count("<polyline") == 3 and "long_view: AUC" in page
+    report = Path(outs["report"].path).read_text()
+    assert "## Regression tasks" in report and "| dwell_seconds |" in report
     saved = json.loads(Path(outs["evaluation"].path).read_text())
-    assert saved["blessed"] is True and set(saved["tasks"]) == {"click", "conversion"}
+    assert saved["blessed"] is True and set(saved["tasks"]) == set(DatasetSpec.load(
+        prepared["spec"]).task_names)  # fmt: skip
 
     refused = evaluate_component.python_func(
-        ranker=artifact(dsl.Model, "ranker", trained),
-        test_features=artifact(dsl.Dataset, "test_features", features["test"]),
-        test_data=artifact(dsl.Dataset, "test_data", prepared["test"]),
-        dataset_spec=artifact(dsl.Artifact, "spec", prepared["spec"]),
-        min_auc_click=0.999,
-        min_auc_conversion=0.5,
+        gates='{"click": {"min_auc": 0.999}}',
+        **inputs,
         **{k: artifact(type(v), k + "2") for k, v in outs.items()},
     )
     assert refused.blessed is False
 
 
-def test_markdown_report_shows_gap_and_calibration(prepared):
+def test_markdown_report_shows_every_task_slices_and_calibration(prepared):
     spec = DatasetSpec.load(prepared["spec"])
     raw = pq.read_table(prepared["test"]).to_pandas()
-    result = evaluate(
-        spec,
-        {"click": raw["p_click"].to_numpy(), "conversion": raw["p_conversion"].to_numpy()},
-        prepared["test"],
-        min_auc={},
-    )
+    result = evaluate(spec, _truths(spec, raw), prepared["test"], gates=Gates().for_spec(spec))
     report = markdown_report(result)
     assert "**blessed**" in report
-    assert report.count("## Calibration") == 2
-    assert "| click |" in report
+    assert report.count("## Calibration") == 3
+    assert "| click |" in report and "| conversion | " in report
+    assert "## dwell_seconds by surface" in report
 
 
 def test_misaligned_splits_are_refused(trained, features, prepared, tmp_path):
@@ -171,5 +225,5 @@ def test_misaligned_splits_are_refused(trained, features, prepared, tmp_path):
             model_dir=trained,
             test_features=shuffled,
             raw_test=prepared["test"],
-            min_auc={},
+            gates={},
         )

@@ -30,11 +30,13 @@ def test_schema_carries_roles_as_tags(features, prepared):
     assert set(schema.select_by_tag(Tags.CONTEXT).column_names) == set(spec.context_categorical)
     assert set(schema.select_by_tag(Tags.CONTINUOUS).column_names) == set(spec.continuous)
     targets = schema.select_by_tag(Tags.TARGET)
-    assert targets.column_names == list(spec.target_columns)
-    assert all(Tags.BINARY_CLASSIFICATION in c.tags for c in targets)
-    # Timestamps and true probabilities never become features.
+    assert targets.column_names == list(spec.task_names)
+    for task in spec.tasks:
+        kind = Tags.BINARY_CLASSIFICATION if task.kind == "binary" else Tags.REGRESSION
+        assert kind in schema[task.name].tags
+    # Timestamps and truths never become features.
     assert spec.timestamp not in schema.column_names
-    assert not set(spec.true_probabilities.values()) & set(schema.column_names)
+    assert not set(spec.truth_columns) & set(schema.column_names)
 
 
 def test_transform_keeps_rows_order_and_fills_missing(features, prepared):
@@ -264,6 +266,64 @@ def test_compiled_transform_streams_batches(prepared, tmp_path):
             pq.read_table(prepared["test"])
         )
     pd.testing.assert_frame_equal(results[1000], results[1 << 20], check_exact=True)
+
+
+OWN_SPEC = """
+timestamp: event_ts
+item: {categorical: []}
+context: {categorical: [surface, device]}
+continuous: [{column: bid, transform: log}, {column: user_activity, transform: clip, max: 2.5},
+             {column: hour, transform: bucketize, bins: 6}]
+tasks:
+  - {name: ctr, column: click}
+  - {name: dwell, column: dwell_seconds, kind: regression, given: ctr, transform: log1p}
+weight_column: w
+"""
+
+
+def test_no_ids_renamed_tasks_weights_and_transforms(prepared, tmp_path):
+    """No ids, an empty role list, log / clip / bucketize, a task named apart from its column,
+    a regression target and a weight column: tagged as declared, and the compiled transform
+    writes exactly what NVTabular writes."""
+    import numpy as np
+    from merlin.io import Dataset
+    from merlin.schema import Tags
+
+    from components.features.workflow import WEIGHT_TAG
+
+    spec = DatasetSpec.from_yaml(OWN_SPEC)
+    splits = {}
+    for name in ("train", "test"):
+        frame = pq.read_table(prepared[name]).to_pandas()
+        frame["w"] = np.where(frame["click"] == 1, 1.0, 10.0)
+        splits[name] = tmp_path / f"{name}.parquet"
+        frame.to_parquet(splits[name], index=False)
+    written = {}
+    for transform in ("auto", "nvtabular"):
+        outputs = {n: tmp_path / transform / n for n in splits}
+        run_feature_engineering(
+            spec,
+            splits,
+            workflow_dir=tmp_path / transform / "wf",
+            outputs=outputs,
+            config=FeatureConfig(transform=transform),
+        )
+        written[transform] = pd.read_parquet(outputs["test"] / "part_0.parquet")
+    pd.testing.assert_frame_equal(written["auto"], written["nvtabular"], check_exact=True)
+    schema = Dataset(str(tmp_path / "auto" / "train"), engine="parquet", cpu=True).schema
+    assert Tags.BINARY_CLASSIFICATION in schema["ctr"].tags and "click" not in schema.column_names
+    assert Tags.REGRESSION in schema["dwell"].tags
+    assert {Tags.TARGET.value, WEIGHT_TAG} <= {
+        str(getattr(t, "value", t)) for t in schema["w"].tags
+    }
+    assert Tags.CATEGORICAL in schema["hour"].tags and schema["hour"].int_domain.max >= 6
+    assert not schema.select_by_tag(Tags.USER_ID).column_names
+    test = pd.read_parquet(splits["test"])
+    # log: z-scored log(1 + bid); clip: nothing above 2.5 before the z-score.
+    logged = written["auto"]["bid"].to_numpy()
+    assert np.corrcoef(logged, np.log1p(test["bid"]))[0, 1] > 0.999
+    clipped = written["auto"]["user_activity"]
+    assert clipped.max() == pytest.approx(clipped[test["user_activity"] >= 2.5].min())
 
 
 def test_feature_config_refuses_unknown_transform():

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -7,8 +8,17 @@ import pytest
 from kfp import dsl
 
 from components.training.component import train_ranker as train_component
-from components.training.ranker import ARCHITECTURES, RankerConfig, build_ranker, parse_sizes
+from components.training.ranker import (
+    ARCHITECTURES,
+    MIN_STEPS,
+    RankerConfig,
+    build_ranker,
+    fit_calibration,
+    parse_sizes,
+    plan_budget,
+)
 from rankflow.core.artifacts import load_ranker, predict, save_ranker
+from rankflow.core.spec import DatasetSpec
 from tests.conftest import pipeline_defaults
 
 
@@ -36,9 +46,10 @@ def test_fit_one_step_save_reload_same_predictions(architecture, features, tmp_p
     save_ranker(model, tmp_path / "model")
     reloaded = load_ranker(tmp_path / "model")
     before, after = predict(model, features["test"]), predict(reloaded, features["test"])
-    assert set(before) == {"click", "conversion"}
+    assert set(before) == {"click", "conversion", "long_view", "dwell_seconds"}
     for task in before:
         np.testing.assert_allclose(before[task], after[task], rtol=1e-6, atol=1e-7)
+    for task in ("click", "conversion", "long_view"):
         assert ((before[task] > 0) & (before[task] < 1)).all()
 
 
@@ -48,7 +59,7 @@ def test_heads_follow_the_schema_targets(features):
     from merlin.schema import Tags
 
     dataset = Dataset(str(features["train"]), engine="parquet", cpu=True)
-    dataset.schema = dataset.schema.excluding_by_name(["conversion"])
+    dataset.schema = dataset.schema.excluding_by_name(["conversion", "long_view", "dwell_seconds"])
     assert dataset.schema.select_by_tag(Tags.TARGET).column_names == ["click"]
     model = build_ranker(dataset.schema, config=RankerConfig(architecture="shared_bottom"))
     inputs, _ = next(iter(mm.Loader(dataset, batch_size=32)))
@@ -94,38 +105,118 @@ def test_load_missing_model_is_clear(tmp_path):
         load_ranker(tmp_path / "nope")
 
 
-def test_training_is_seeded(features, tmp_path):
+def test_training_is_seeded(prepared, features, tmp_path):
     from components.training.ranker import train_ranker
 
+    spec = DatasetSpec.load(prepared["spec"])
     config = RankerConfig(epochs=1, batch_size=1024, architecture="shared_bottom", cross_depth=1)
     for name in ("a", "b"):
-        train_ranker(features["train"], features["valid"], model_dir=tmp_path / name, config=config)
+        train_ranker(
+            spec, features["train"], features["valid"], model_dir=tmp_path / name, config=config
+        )
     a = predict(load_ranker(tmp_path / "a"), features["test"])
     b = predict(load_ranker(tmp_path / "b"), features["test"])
     np.testing.assert_allclose(a["click"], b["click"], rtol=1e-5, atol=1e-6)
 
 
-def test_component_trains_and_saves(features, artifact):
+def test_component_trains_and_saves(prepared, features, artifact):
     ranker = artifact(dsl.Model, "ranker")
     metrics = artifact(dsl.Metrics, "training_metrics")
     train_component.python_func(
         train_features=artifact(dsl.Dataset, "train", features["train"]),
         valid_features=artifact(dsl.Dataset, "valid", features["valid"]),
+        dataset_spec=artifact(dsl.Artifact, "spec", prepared["spec"]),
         ranker=ranker,
         training_metrics=metrics,
         **{**pipeline_defaults(train_component), "architecture": "ple", "epochs": 1},
     )
     assert (Path(ranker.path) / "saved_model.pb").is_file()
     assert ranker.metadata["architecture"] == "ple"
-    assert np.isfinite(metrics.metadata["val_loss"])
-    assert 0.5 < metrics.metadata["val_click_binary_output_auc"] <= 1.0
+    assert np.isfinite(metrics.metadata["val_criterion"])
+    assert metrics.metadata["epochs_run"] == metrics.metadata["epochs_planned"] == 1
+    record = json.loads((Path(ranker.path) / "training.json").read_text())
+    assert record["budget"]["source"]["epochs"] == "set"
+    assert record["budget"]["source"]["batch_size"] == "derived"
 
 
-@pytest.mark.gpu
-def test_training_data_path_is_on_the_gpu(features):
-    import tensorflow as tf
+def test_budget_follows_the_log_size_and_set_values_win():
+    small, large = plan_budget(16_000, RankerConfig()), plan_budget(1_600_000, RankerConfig())
+    # 20,000 rows once got 8 optimizer steps; now at least MIN_STEPS (or MAX_EPOCHS).
+    assert small.batch_size == 256 and small.epochs * small.steps_per_epoch >= MIN_STEPS
+    assert large.batch_size == 2048 and large.epochs == 1
+    assert small.learning_rate < large.learning_rate
+    chosen = plan_budget(16_000, RankerConfig(batch_size=64, epochs=2, learning_rate=0.1))
+    assert (chosen.batch_size, chosen.epochs, chosen.learning_rate) == (64, 2, 0.1)
+    assert set(chosen.source.values()) == {"set"}
 
-    from rankflow.core.artifacts import split_loader
 
-    assert tf.config.list_physical_devices("GPU")
-    assert split_loader(features["train"], batch_size=64, shuffle=False).device != "cpu"
+def test_platt_calibration_recovers_a_known_distortion():
+    """Scores that are a logit-linear distortion of the truth are mapped back onto it."""
+    rng = np.random.default_rng(0)
+    truth = 1 / (1 + np.exp(-rng.normal(-2, 1, 50_000)))
+    labels = (rng.random(truth.size) < truth).astype(float)
+    logit = np.log(truth / (1 - truth))
+    distorted = 1 / (1 + np.exp(-(0.5 * logit - 1.0)))
+    scale, shift = fit_calibration("binary", distorted, labels, np.ones(truth.size))
+    assert scale == pytest.approx(2.0, rel=0.1) and shift == pytest.approx(2.0, rel=0.15)
+    # Regression: least squares in the target's unit.
+    values = rng.normal(10, 3, 5000)
+    assert fit_calibration("regression", values, 2 * values + 1, np.ones(5000)) == pytest.approx(
+        (2.0, 1.0)
+    )
+
+
+def test_given_task_trains_only_on_the_given_positives(prepared, features, tmp_path):
+    """Conversion labels on rows without a click carry no weight: flipping them all leaves the
+    trained model unchanged; flipping one on a clicked row changes it."""
+    import pandas as pd
+
+    from components.training.ranker import train_ranker
+
+    spec = DatasetSpec.load(prepared["spec"])
+    config = RankerConfig(epochs=1, batch_size=1024, architecture="shared_bottom", cross_depth=0)
+    train = pd.read_parquet(features["train"] / "part_0.parquet")
+    variants = {
+        "same": train,
+        "unclicked": train.assign(conversion=np.where(train["click"] == 0, 1, train["conversion"])),
+    }
+    scores = {}
+    for name, frame in variants.items():
+        split = tmp_path / name
+        split.mkdir()
+        frame.to_parquet(split / "part_0.parquet", index=False)
+        for extra in ("schema.pbtxt",):
+            (split / extra).write_text((features["train"] / extra).read_text())
+        train_ranker(
+            spec, split, features["valid"], model_dir=tmp_path / f"m-{name}", config=config
+        )
+        scores[name] = predict(load_ranker(tmp_path / f"m-{name}"), features["test"])
+    np.testing.assert_allclose(scores["same"]["conversion"], scores["unclicked"]["conversion"],
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+
+
+def test_best_epoch_weights_are_kept(prepared, features, tmp_path):
+    from components.training.ranker import TRAINING_RECORD, train_ranker
+
+    spec = DatasetSpec.load(prepared["spec"])
+    config = RankerConfig(epochs=4, batch_size=256, learning_rate=0.05, patience=4)
+    result = train_ranker(
+        spec, features["train"], features["valid"], model_dir=tmp_path / "m", config=config
+    )
+    assert len(result.criterion) == 4
+    assert result.best_epoch == int(np.argmin(result.criterion)) + 1
+    saved = json.loads((tmp_path / "m" / TRAINING_RECORD).read_text())
+    assert saved["best_epoch"] == result.best_epoch
+    # With its calibration undone, the saved model scores the validation split exactly as the
+    # best epoch did: those are the weights kept, not the last epoch's.
+    from components.training.ranker import _labels, _task_outputs, validation_criterion
+
+    model = load_ranker(tmp_path / "m")
+    for layer in _task_outputs(model).values():
+        layer.scale.assign(1.0)
+        layer.shift.assign(0.0)
+    labels = _labels(features["valid"], list(spec.task_names))
+    criterion, _ = validation_criterion(spec, predict(model, features["valid"]), labels)
+    assert criterion == pytest.approx(result.criterion[result.best_epoch - 1], rel=1e-5)
+    if result.best_epoch < 4:
+        assert criterion < result.criterion[-1]

@@ -66,7 +66,7 @@ def test_dag_edges():
 
     assert upstream("prepare-data") == set()
     assert upstream("engineer-features") == {"prepare-data"}
-    assert upstream("train-ranker") == {"engineer-features"}
+    assert upstream("train-ranker") == {"engineer-features", "prepare-data"}  # + the spec
     assert upstream("evaluate-ranker") == {"train-ranker", "engineer-features", "prepare-data"}
     assert upstream("export-serving-model") == {"engineer-features", "train-ranker", "prepare-data"}
     assert upstream("validate-on-triton") == {
@@ -212,7 +212,11 @@ def test_local_runs_do_not_retry(tmp_path):
 def test_parameters_have_defaults_and_descriptions():
     spec, _ = _ir(COMPILED_PIPELINE)
     params = spec["root"]["inputDefinitions"]["parameters"]
-    for name in ("data_source", "synthetic_rows", "architecture", "epochs", "min_auc_click"):
+    for name in ("data_source", "synthetic_rows", "architecture", "gates"):
         assert "defaultValue" in params[name], name
         assert params[name].get("description"), name
+    # Derived from the log unless set: optional, without a default value to pretend otherwise.
+    for name in ("batch_size", "epochs", "learning_rate"):
+        assert params[name]["isOptional"] and "defaultValue" not in params[name], name
+        assert "derived" in params[name]["description"] or "scaled" in params[name]["description"]
     assert params["architecture"]["defaultValue"] == "mmoe"

@@ -11,6 +11,7 @@ from rankflow.core.spec import DatasetSpec
 from serving.export import ExportConfig, export_cpu_repository
 from serving.scorer import RankerScorer
 from serving.triton import TritonConfig, TritonServer
+from tests.conftest import TARGETS
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +27,7 @@ def repository(prepared, features, trained, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def scorer(features, trained):
-    return RankerScorer(features["workflow"], trained, targets=("click", "conversion"))
+    return RankerScorer(features["workflow"], trained, targets=TARGETS)
 
 
 @pytest.fixture(scope="session")

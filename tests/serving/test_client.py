@@ -10,13 +10,14 @@ import pytest
 
 from serving.client import ClientConfig, ClientError, RankflowClient, read_rows
 from serving.triton import TritonPorts
+from tests.conftest import TARGETS
 
 
 def test_health_and_metadata(triton):
     client = RankflowClient(ClientConfig(url=triton.grpc_url))
     assert client.health() == {"live": True, "ready": True, "model_ready": True}
     metadata = client.metadata()
-    assert {o["name"] for o in metadata["outputs"]} == {"click", "conversion"}
+    assert {o["name"] for o in metadata["outputs"]} == set(TARGETS)
     assert {"name": "surface", "datatype": "BYTES", "shape": ["-1", "1"]} in metadata["inputs"]
 
 

@@ -13,12 +13,13 @@ from components.features.workflow import build_workflow
 from rankflow.core.compiled import SMALL_BATCH, NotCompilable, compile_workflow
 from rankflow.core.spec import CategorifyOptions, DatasetSpec
 from serving.scorer import RankerScorer, ScoringError
+from tests.conftest import TARGETS
 
 
 def _load(features):
     import nvtabular as nvt
 
-    return nvt.Workflow.load(str(features["workflow"])).remove_inputs(["click", "conversion"])
+    return nvt.Workflow.load(str(features["workflow"])).remove_inputs(list(TARGETS))
 
 
 def _assert_same(workflow, compiled, frame) -> None:
@@ -84,7 +85,7 @@ def test_unknown_ops_are_refused_and_the_scorer_falls_back(features, trained, pr
     with pytest.raises(NotCompilable, match="op UDF is not compiled"):
         compile_workflow(workflow)
 
-    scorer = RankerScorer(features["workflow"], trained, targets=("click", "conversion"))
+    scorer = RankerScorer(features["workflow"], trained, targets=TARGETS)
     raw = pq.read_table(prepared["test"]).to_pandas().head(64)
     fast = scorer.score(raw)
     scorer.compiled = None  # what a workflow with an uncompiled op gets

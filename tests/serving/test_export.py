@@ -12,6 +12,10 @@ from rankflow.core.contract import SERVING_FORMAT, EndpointContract, read_manife
 from rankflow.core.spec import DatasetSpec
 from serving.export import ExportConfig, export_cpu_repository, export_repository
 from serving.scorer import ScoringError
+from tests.conftest import TARGETS
+
+#: The synthetic log's tasks (named after their columns): the endpoint's outputs.
+TASKS = TARGETS
 
 
 def test_in_process_scores_match_the_training_path(scorer, prepared, features, trained):
@@ -19,8 +23,9 @@ def test_in_process_scores_match_the_training_path(scorer, prepared, features, t
     raw = pq.read_table(prepared["test"]).to_pandas()
     online = scorer.score(raw)
     offline = predict(load_ranker(trained), features["test"])
-    for task in ("click", "conversion"):
-        np.testing.assert_allclose(online[task], offline[task], atol=1e-6)
+    assert set(online) == set(TASKS)
+    for task in TASKS:
+        np.testing.assert_allclose(online[task], offline[task], rtol=1e-6, atol=1e-6)
 
 
 def test_scorer_names_missing_columns(scorer, prepared):
@@ -41,13 +46,17 @@ def test_repository_layout(repository, scorer):
     assert inputs["user_id"] == ("TYPE_INT64", [1])
     assert list(inputs) == list(scorer.input_dtypes)
     outputs = [(t.name, mc.DataType.Name(t.data_type), list(t.dims)) for t in config.output]
-    assert outputs == [("click", "TYPE_FP32", [1]), ("conversion", "TYPE_FP32", [1])]
+    assert outputs == [(task, "TYPE_FP32", [1]) for task in TASKS]
     assert config.HasField("dynamic_batching")
     assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
     # The config and the version's manifest are renderings of one contract.
     version = repository / "rankflow" / "1"
     manifest = read_manifest(version)
-    assert manifest.contract == EndpointContract.from_model_config(config)
+    kinds = {o.name: o.kind for o in manifest.contract.outputs}
+    assert kinds == {"click": "binary", "conversion": "binary", "long_view": "binary",
+                     "dwell_seconds": "regression"}  # fmt: skip
+    assert manifest.contract == EndpointContract.from_model_config(config, kinds=kinds)
+    assert manifest.drop == TARGETS
     assert (manifest.layout, manifest.format) == ("python", SERVING_FORMAT)
     assert (version / "workflow" / "workflow.pkl").is_file()
     assert (version / "ranker" / "saved_model.pb").is_file()
@@ -67,9 +76,10 @@ def test_triton_scores_equal_in_process_scores(triton, scorer, prepared):
         tensor.set_data_from_numpy(values.astype(dtype).reshape(-1, 1))
         inputs.append(tensor)
     result = client.infer("rankflow", inputs)
-    for task in ("click", "conversion"):
+    for task in TASKS:
         online = result.as_numpy(task).reshape(-1)
-        assert np.abs(online - expected[task]).max() <= 1e-5
+        # Dwell is in seconds (tens): the same float32 precision is a larger absolute step.
+        assert np.abs(online - expected[task]).max() <= 1e-5 * max(1.0, np.abs(online).max())
     # A request missing an input gets a clear error, and the server keeps serving.
     from tritonclient.utils import InferenceServerException
 

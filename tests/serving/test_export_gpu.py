@@ -17,9 +17,17 @@ import pytest
 
 from rankflow.core.spec import DatasetSpec
 from serving.export import FLAVOURS, ExportConfig, ExportError, export_repository
+from tests.conftest import TARGETS
 
 VERSION = 2  # not the default: merlin-systems ignores the version of some of its models
-TASKS = ("click", "conversion")
+TASKS = ("click", "conversion", "long_view", "dwell_seconds")
+#: Merlin's head name of each task.
+HEADS = {
+    "click": "click/binary_output",
+    "conversion": "conversion/binary_output",
+    "long_view": "long_view/binary_output",
+    "dwell_seconds": "dwell_seconds/regression_output",
+}
 
 
 def parse(path: Path):
@@ -84,7 +92,7 @@ def test_ranker_is_a_savedmodel_fed_by_the_transform(configs):
     assert signature(ranker.input) == signature(transform.output)
     # The signature takes [batch] tensors: dims [1] reshaped to [] on both sides.
     assert all(list(t.reshape.shape) == [] and t.HasField("reshape") for t in ranker.input)
-    assert {t.name for t in ranker.output} == {f"{t}/binary_output" for t in TASKS}
+    assert {t.name for t in ranker.output} == set(HEADS.values())
     for model in (transform, ranker):
         assert model.max_batch_size >= configs["rankflow"].max_batch_size
 
@@ -107,7 +115,7 @@ def test_ensemble_steps_are_consistent(configs):
             assert tensor not in produced, f"'{tensor}' produced twice"
             produced[tensor] = outputs[name]
     assert {t: produced.get(t) for t in TASKS} == {t.name: t.data_type for t in endpoint.output}
-    assert dict(steps[1].output_map) == {f"{t}/binary_output": t for t in TASKS}
+    assert dict(steps[1].output_map) == {head: task for task, head in HEADS.items()}
 
 
 def test_savedmodel_signature_scores_like_the_scorer(gpu_repository, configs, scorer, prepared):
@@ -246,7 +254,7 @@ def test_workflow_and_ranker_must_agree_on_features(features, trained):
     specs = dict(fn.structured_input_signature[1])
     del specs["device"]
     with pytest.raises(ExportError, match=r"only produced \['device'\]"):
-        serving_workflow(features["workflow"], targets=TASKS, features=specs)
+        serving_workflow(features["workflow"], targets=TARGETS, features=specs)
 
 
 def test_gpu_repository_is_published_and_pinned_as_one_set(gpu_repository, tmp_path):

@@ -11,6 +11,7 @@ from components.training.ranker import RankerConfig, train_ranker
 from rankflow.core.spec import DatasetSpec
 from serving.export import ExportConfig, export_cpu_repository
 from serving.validate import InfraValidationConfig, infra_validate
+from tests.conftest import TARGETS
 
 QUICK = InfraValidationConfig(rows=128, batch_size=64, latency_requests=20)
 
@@ -31,7 +32,7 @@ def test_good_export_is_blessed(prepared, features, trained, repository):
     report = _validate(prepared, features, trained, repository)
     assert report.blessed, report.reasons
     assert report.rows == 128
-    assert set(report.skew_max_abs) == {"click", "conversion"}
+    assert set(report.skew_max_abs) == set(TARGETS)
     assert max(report.skew_max_abs.values()) <= 1e-5
     assert 0 < report.latency_ms["p50"] <= report.latency_ms["p99"]
 
@@ -40,6 +41,7 @@ def test_export_of_another_model_is_refused(prepared, features, trained, tmp_pat
     """The repository serves different weights than the model that was evaluated: skew."""
     other = tmp_path / "other"
     train_ranker(
+        DatasetSpec.load(prepared["spec"]),
         features["valid"],
         features["valid"],
         model_dir=other,
