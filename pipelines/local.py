@@ -124,13 +124,16 @@ def local_arguments(overrides: Mapping[str, Any]) -> dict[str, Any]:
     from serving.deploy import DeployConfig
 
     defaults = {name: spec.default for name, spec in ranking_pipeline.component_spec.inputs.items()}
-    return {
+    arguments = {
         **defaults,
         "model_store": str(Path(DeployConfig.model_store).resolve()),
         "triton_url": DeployConfig.triton_url,
         "serving_flavour": "cpu",
         **overrides,
     }
+    # An optional parameter left unset (batch_size: derived from the log) is not passed at all:
+    # kfp takes no None for a constant argument.
+    return {name: value for name, value in arguments.items() if value is not None}
 
 
 def run_local(
@@ -193,7 +196,7 @@ def run_local(
                 report = pipeline(**arguments).output
         except Exception as err:
             bar.leave = False  # the error line replaces the bar
-            raise _failure(pipeline_root, timer, log_path, started) from err
+            raise _failure(pipeline_root, timer, log_path, started, err) from err
     total = round(time.monotonic() - began, 2)
     tasks = TaskOutputs(pipeline_root)
     evaluation = json.loads((tasks.dir("evaluate-ranker") / "evaluation").read_text())
@@ -204,7 +207,9 @@ def run_local(
     return summary
 
 
-def _failure(pipeline_root: Path, timer: StepTimer, log_path: Path, since: float) -> StepFailed:
+def _failure(
+    pipeline_root: Path, timer: StepTimer, log_path: Path, since: float, error: Exception
+) -> StepFailed:
     """The failed step's own error, from the record it left (this run's, not an earlier
     attempt's in the same directory); a plain "failed" when it left none."""
     failed = [s for s, status in timer.statuses.items() if status == "FAILURE"]
@@ -216,11 +221,18 @@ def _failure(pipeline_root: Path, timer: StepTimer, log_path: Path, since: float
         return StepFailed(
             last.step, last.message, error=last.error, exit_code=last.exit_code, log=str(log_path)
         )
-    # No record: the step died before its body ran (killed, out of memory, a broken image).
-    step = failed[0] if failed else "start-up"
-    return StepFailed(
-        step, "failed without a recorded error", error="unknown", exit_code=1, log=str(log_path)
-    )
+    # No record: the step died before its body ran (killed, out of memory, a broken image), or
+    # no step started (kfp refused the arguments): then the error itself says what went wrong.
+    if failed:
+        return StepFailed(
+            failed[0],
+            "failed without a recorded error",
+            error="unknown",
+            exit_code=1,
+            log=str(log_path),
+        )
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return StepFailed("start-up", first, error=type(error).__name__, exit_code=1, log=str(log_path))
 
 
 def run_recorded(

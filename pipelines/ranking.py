@@ -6,8 +6,6 @@ Wiring only.
 Parameter defaults come from the steps' config dataclasses, so each default lives in one place.
 """
 
-from typing import Optional
-
 from kfp import dsl
 from kfp.dsl.graph_component import GraphComponent
 
@@ -68,9 +66,9 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
         bottom_mlp: str = format_sizes(RankerConfig.bottom_mlp),
         cross_depth: int = RankerConfig.cross_depth,
         dropout: float = RankerConfig.dropout,
-        batch_size: Optional[int] = None,  # noqa: UP045 -- kfp reads typing.Optional, not "int | None"
-        epochs: Optional[int] = None,  # noqa: UP045 -- kfp reads typing.Optional, not "int | None"
-        learning_rate: Optional[float] = None,  # noqa: UP045
+        batch_size: int = 0,
+        epochs: int = 0,
+        learning_rate: float = 0.0,
         gates: str = "{}",
         serving_model_name: str = ExportConfig.model_name,
         serving_flavour: str = profile.serving_flavour,
@@ -101,10 +99,10 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             bottom_mlp: Comma-separated layer sizes of the shared bottom (shared_bottom only).
             cross_depth: Layers of the DCN-v2 cross network in front of the experts (0 = none).
             dropout: Dropout rate of every MLP layer.
-            batch_size: Training batch size; empty: derived from the train split's row count.
-            epochs: Most training epochs (the best validation epoch is kept); empty: derived
-                from the train split's row count.
-            learning_rate: Peak Adam learning rate, cosine-decayed to zero over the run; empty:
+            batch_size: Training batch size; 0: derived from the train split's row count.
+            epochs: Most training epochs (the best validation epoch is kept); 0: derived from
+                the train split's row count.
+            learning_rate: Peak Adam learning rate, cosine-decayed to zero over the run; 0:
                 0.01 at batch 2048, scaled with the square root of the batch size.
             gates: Per-task blessing gates as JSON, e.g. {"click": {"min_auc": 0.7}, "dwell":
                 {"min_r2": 0.3}}; a task not named must beat chance (binary: AUC above 0.5 by

@@ -170,7 +170,7 @@ def test_a_bad_log_fails_its_step_with_the_steps_own_message(tmp_path, capsys):
     line = _one_line(capsys.readouterr().err)
     run_dir = (runs / "latest").resolve()
     assert line == (
-        "rankflow run: prepare-data: column 'like' (click target) has type string, expected "
+        "rankflow run: prepare-data: column 'like' (like binary target) has type string, expected "
         f"0/1 integers or booleans (log: {run_dir / 'pipeline.log'})"
     )
     record = json.loads((run_dir / "run.json").read_text())

@@ -1,7 +1,5 @@
 """KFP wrapper of the training step."""
 
-from typing import Optional
-
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
@@ -24,12 +22,13 @@ def train_ranker(
     cross_depth: int,
     dropout: float,
     seed: int,
-    batch_size: Optional[int] = None,  # noqa: UP045 -- kfp reads typing.Optional, not "int | None"
-    epochs: Optional[int] = None,  # noqa: UP045 -- kfp reads typing.Optional, not "int | None"
-    learning_rate: Optional[float] = None,  # noqa: UP045
+    batch_size: int,
+    epochs: int,
+    learning_rate: float,
 ):
-    """Train the Merlin Models multi-task ranker (budget from the log's size unless batch_size /
-    epochs are set), keep its best validation epoch, calibrate it, save it as a SavedModel."""
+    """Train the Merlin Models multi-task ranker, keep its best validation epoch, calibrate it,
+    save it as a SavedModel. ``batch_size``, ``epochs``, ``learning_rate``: 0 derives them from
+    the train split's size (kfp.local takes no None for a parameter)."""
     from rankflow.core.steps import reporting
 
     with reporting("train-ranker", ranker):
@@ -50,9 +49,9 @@ def train_ranker(
             bottom_mlp=parse_sizes(bottom_mlp, name="bottom_mlp"),
             cross_depth=cross_depth,
             dropout=dropout,
-            batch_size=batch_size,
-            epochs=epochs,
-            learning_rate=learning_rate,
+            batch_size=batch_size or None,
+            epochs=epochs or None,
+            learning_rate=learning_rate or None,
             seed=seed,
         )
         result = run(

@@ -105,10 +105,14 @@ def test_oracle_predictions_score_the_oracle_metrics(prepared):
     raw = pq.read_table(prepared["test"]).to_pandas()
     gates = Gates().for_spec(spec)
     result = evaluate(spec, _truths(spec, raw), prepared["test"], gates=gates)
-    assert result.blessed, result.reasons
+    # Even the truth can't prove itself on a few dozen conversions: the default gate wants the
+    # AUC above 0.5 by a 99% bound, and only that gate may refuse the oracle here.
+    assert all(r.startswith("conversion: auc_lower") for r in result.reasons), result.reasons
     for task in ("click", "conversion", "long_view"):
         metrics = result.tasks[task].metrics
         assert metrics["auc"] == metrics["oracle_auc"] > 0.6
+    for task in ("click", "long_view"):  # conversion: too few rows here for a stable ECE
+        metrics = result.tasks[task].metrics
         assert metrics["ece"] < 0.05 and abs(metrics["calibration_ratio"] - 1) < 0.15
     conversion = result.tasks["conversion"]
     assert conversion.rows == int(raw["click"].sum()) and conversion.given == "click"
@@ -142,9 +146,12 @@ def test_gates_from_json(prepared):
     spec = DatasetSpec.load(prepared["spec"])
     raw = pq.read_table(prepared["test"]).to_pandas()
     tasks = evaluate(spec, _truths(spec, raw), prepared["test"], gates={}).tasks
-    gates = Gates.from_json('{"click": {"min_auc": 0.6}, "dwell_seconds": {"min_r2": 0.99}}')
+    gates = Gates.from_json(
+        '{"click": {"min_auc": 0.6}, "conversion": {"min_auc": 0.5}, "dwell_seconds": '
+        '{"min_r2": 0.99}}'
+    )
     resolved = gates.for_spec(spec)
-    assert resolved["conversion"] == {"min_auc_lower": 0.5}  # a default for an unnamed task
+    assert resolved["long_view"] == {"min_auc_lower": 0.5}  # a default for an unnamed task
     ok, reasons = bless(tasks, resolved)
     r2 = tasks["dwell_seconds"].metrics["r2"]
     assert not ok and reasons == [f"dwell_seconds: r2 {r2:.4f} < min_r2 0.9900"]
@@ -174,7 +181,9 @@ def test_component_writes_metrics_roc_report_and_blessing(trained, features, pre
         "test_data": artifact(dsl.Dataset, "test_data", prepared["test"]),
         "dataset_spec": artifact(dsl.Artifact, "spec", prepared["spec"]),
     }
-    result = evaluate_component.python_func(gates='{"click": {"min_auc": 0.55}}', **inputs, **outs)
+    # A few dozen test conversions can't beat 0.5 by the default bound: a plain floor for it.
+    gates = '{"click": {"min_auc": 0.55}, "conversion": {"min_auc": 0.0}}'
+    result = evaluate_component.python_func(gates=gates, **inputs, **outs)
     metrics = outs["metrics"].metadata
     assert 0.55 < metrics["click_auc"] <= metrics["click_oracle_auc"] + 0.02
     assert {"conversion_product_auc", "dwell_seconds_rmse", "dwell_seconds_r2"} <= set(metrics)
@@ -203,7 +212,7 @@ def test_markdown_report_shows_every_task_slices_and_calibration(prepared):
     raw = pq.read_table(prepared["test"]).to_pandas()
     result = evaluate(spec, _truths(spec, raw), prepared["test"], gates=Gates().for_spec(spec))
     report = markdown_report(result)
-    assert "**blessed**" in report
+    assert "**not blessed**" in report and "- conversion: auc_lower" in report
     assert report.count("## Calibration") == 3
     assert "| click |" in report and "| conversion | " in report
     assert "## dwell_seconds by surface" in report

@@ -215,8 +215,8 @@ def test_parameters_have_defaults_and_descriptions():
     for name in ("data_source", "synthetic_rows", "architecture", "gates"):
         assert "defaultValue" in params[name], name
         assert params[name].get("description"), name
-    # Derived from the log unless set: optional, without a default value to pretend otherwise.
+    # Derived from the log unless set (0 at the KFP boundary, which takes no None).
     for name in ("batch_size", "epochs", "learning_rate"):
-        assert params[name]["isOptional"] and "defaultValue" not in params[name], name
-        assert "derived" in params[name]["description"] or "scaled" in params[name]["description"]
+        assert not params[name]["defaultValue"], name
+        assert "; 0:" in params[name]["description"], name
     assert params["architecture"]["defaultValue"] == "mmoe"

@@ -138,8 +138,10 @@ def test_savedmodel_signature_scores_like_the_scorer(gpu_repository, configs, sc
     outputs = fn(**{c: tf.constant(features[c].to_numpy()) for c in features.columns})
     expected = scorer.score(raw)
     for task in TASKS:
-        online = outputs[f"{task}/binary_output"].numpy().reshape(-1)
-        assert np.abs(online - expected[task]).max() <= 1e-5
+        online = outputs[HEADS[task]].numpy().reshape(-1)
+        # The served values are calibrated inside the SavedModel (dwell in seconds: float32's
+        # step there is larger in absolute terms).
+        assert np.abs(online - expected[task]).max() <= 1e-5 * max(1.0, np.abs(online).max())
 
 
 def test_savedmodel_loads_without_python_custom_objects(gpu_repository):
@@ -152,9 +154,11 @@ def test_savedmodel_loads_without_python_custom_objects(gpu_repository):
         fn = tf.saved_model.load({str(path)!r}).signatures["serving_default"]
         specs = fn.structured_input_signature[1]
         out = fn(**{{n: tf.zeros([3], s.dtype) for n, s in specs.items()}})
-        assert sorted(out) == ["click/binary_output", "conversion/binary_output"], sorted(out)
+        assert sorted(out) == {sorted(HEADS.values())!r}, sorted(out)
         assert all(v.shape == (3, 1) for v in out.values())
-        imported = [m for m in sys.modules if m.split(".")[0] in ("merlin", "components")]
+        imported = [
+            m for m in sys.modules if m.split(".")[0] in ("merlin", "components", "rankflow")
+        ]
         assert not imported, imported
         """
     )
