@@ -67,15 +67,13 @@ def _materialise(path: Path, batch_size: int):
 def _compiled(schema, batch_size: int, seed: int):
     import tensorflow as tf
 
-    from components.training.ranker import RankerConfig, build_ranker
+    from components.training.ranker import PEAK_LEARNING_RATE, RankerConfig, build_ranker
 
     config = RankerConfig(batch_size=batch_size, seed=seed)
     tf.keras.utils.set_random_seed(seed)
     model = build_ranker(schema, config=config)
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(learning_rate=config.learning_rate),
-        metrics=[tf.keras.metrics.AUC(name="auc")],
-    )
+    # The heads' own default metrics (a regression head takes no AUC).
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=PEAK_LEARNING_RATE))
     return model
 
 

@@ -164,6 +164,11 @@ def binary_metrics(
         "calibration_ratio": m.calibration_ratio(labels, scores, weights),
         "pr_auc": m.average_precision(labels, scores, weights),
         "oracle_auc": m.auc(labels, truth, weights) if truth is not None else None,
+        # The truth's own Σp / Σy: how far the test split's outcomes drift from their
+        # expectation by chance alone (a few hundred positives: several percent).
+        "oracle_calibration_ratio": (
+            m.calibration_ratio(labels, truth, weights) if truth is not None else None
+        ),
         "gauc": m.group_auc(labels, scores, groups) if groups is not None else None,
     }
     return result

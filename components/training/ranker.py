@@ -378,13 +378,24 @@ def validation_criterion(
 
 
 def fit_calibration(
-    kind: str, predictions: np.ndarray, labels: np.ndarray, weights: np.ndarray
+    kind: str,
+    predictions: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    *,
+    mean: float | None = None,
 ) -> tuple[float, float]:
     """(scale, shift) of one task's served-value calibration, fitted on validation rows.
 
     Binary: Platt scaling on the logit (weighted log-loss). Regression: weighted least squares
     of the target on the prediction, in the target's unit. Identity when there is too little
     to fit on or the fit would invert the ranking.
+
+    ``mean``: the task's mean target estimated on more rows than the validation split (train and
+    valid pooled). The scale is the validation split's; the shift is then set so the calibrated
+    values average ``mean`` over it. A small validation split's own rate is noisy: 2,000 rows of
+    a 20,000-row log at 8% positives miss the true rate by 8% (one standard deviation), and a
+    calibration that matched it would serve that error.
     """
     from scipy.optimize import minimize
 
@@ -415,7 +426,29 @@ def fit_calibration(
         shift = float(my - scale * mp)
     if not (np.isfinite(scale) and np.isfinite(shift)) or scale <= 0:
         return 1.0, 0.0
+    if mean is not None:
+        shift = _shift_to_mean(kind, p, w, scale, shift, mean)
     return scale, shift
+
+
+def _shift_to_mean(
+    kind: str, p: np.ndarray, w: np.ndarray, scale: float, shift: float, mean: float
+) -> float:
+    """The shift that makes the calibrated values' weighted mean over ``p`` equal ``mean``."""
+    from scipy.optimize import brentq
+
+    if kind != "binary":
+        return float(mean - scale * np.average(p, weights=w))
+    pc = np.clip(p, 1e-6, 1 - 1e-6)
+    z = scale * (np.log(pc) - np.log1p(-pc))
+
+    def gap(b: float) -> float:
+        return float(np.average(1.0 / (1.0 + np.exp(-(z + b))), weights=w) - mean)
+
+    low, high = shift - 20.0, shift + 20.0
+    if not 0.0 < mean < 1.0 or gap(low) > 0 or gap(high) < 0:
+        return shift
+    return float(brentq(gap, low, high, xtol=1e-9))
 
 
 def _task_outputs(model: Any) -> dict[str, Any]:
@@ -508,7 +541,9 @@ def train_ranker(
     assert best is not None
     # Keras restores the best weights only when it stops early; a checkpoint in memory always.
     model.set_weights(best[2])
-    calibration = calibrate(spec, model, valid_path, valid_labels)
+    calibration = calibrate(
+        spec, model, valid_path, valid_labels, _labels(train_path, label_columns)
+    )
     result = TrainingResult(history, budget, criteria, ratios, best[1] + 1, calibration)
     save_ranker(
         model, model_dir, files={TRAINING_RECORD: json.dumps(result.summary(), indent=2) + "\n"}
@@ -523,21 +558,33 @@ def _rows(path: Path) -> int:
 
 
 def calibrate(
-    spec: DatasetSpec, model: Any, valid_path: Path, labels: Mapping[str, np.ndarray]
+    spec: DatasetSpec,
+    model: Any,
+    valid_path: Path,
+    labels: Mapping[str, np.ndarray],
+    train_labels: Mapping[str, np.ndarray],
 ) -> dict[str, tuple[float, float]]:
-    """Fit every head's served-value calibration on the validation split and set it in place."""
+    """Fit every head's served-value calibration on the validation split and set it in place;
+    the calibrated mean is the task's mean target over train and valid pooled."""
     from rankflow.core.artifacts import predict
 
     outputs = _task_outputs(model)
     predictions = predict(model, valid_path)
     weights = sample_weights(spec, labels)
+    train_weights = sample_weights(spec, train_labels)
     fitted = {}
     for task in spec.tasks:
         layer = outputs[task.name]
         layer.scale.assign(1.0)
         layer.shift.assign(0.0)
+        w = np.concatenate([train_weights[task.name], weights[task.name]])
+        y = np.concatenate([train_labels[task.name], labels[task.name]])
         scale, shift = fit_calibration(
-            task.kind, predictions[task.name], labels[task.name], weights[task.name]
+            task.kind,
+            predictions[task.name],
+            labels[task.name],
+            weights[task.name],
+            mean=float(np.average(y, weights=w)),
         )
         layer.scale.assign(scale)
         layer.shift.assign(shift)

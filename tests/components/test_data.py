@@ -387,6 +387,34 @@ def test_given_violations_are_dropped_or_counted(raw_log, tmp_path, policy):
     assert kept == len(raw_log) - prepared.violations_dropped
 
 
+def test_independent_tasks_have_no_funnel(tmp_path):
+    """Census-style multi-task (income and never-married, the MMoE paper's benchmark): positives
+    of one where the other is 0 are normal when the spec declares no 'given'."""
+    rng = np.random.default_rng(0)
+    rows = 500
+    frame = pd.DataFrame(
+        {
+            "ts": np.arange(rows),
+            "education": rng.choice(["hs", "ba", "phd"], rows),
+            "age": rng.uniform(18, 80, rows),
+            "capital_gain": rng.exponential(1000, rows),
+            "income": rng.integers(0, 2, rows),
+            "never_married": rng.integers(0, 2, rows),
+        }
+    )
+    spec = DatasetSpec.from_yaml(
+        "timestamp: ts\ncontext: {categorical: [education]}\n"
+        "continuous: [age, {column: capital_gain, transform: log}]\n"
+        "tasks: [income, never_married]\n"
+    )
+    report = validate_log(spec, _write(frame, tmp_path / "census.csv"))
+    assert report.rows == rows and report.violations == {}
+    assert report.positives == {
+        "income": int(frame["income"].sum()),
+        "never_married": int(frame["never_married"].sum()),
+    }
+
+
 def test_targets_null_where_not_given_become_zero_and_keep_their_kind(raw_log, tmp_path):
     """A dwell time exists only after a click: null elsewhere, 0 in the splits (weight 0)."""
     source = _write(raw_log, tmp_path / "log.parquet")

@@ -53,6 +53,35 @@ def test_fit_one_step_save_reload_same_predictions(architecture, features, tmp_p
         assert ((before[task] > 0) & (before[task] < 1)).all()
 
 
+def test_calibration_is_served_by_the_saved_model(features, tmp_path):
+    """Calibration weights set after training travel inside the SavedModel: the reloaded model
+    serves sigmoid(scale * logit(p) + shift) for a binary task, scale * y + shift for dwell."""
+    import merlin.models.tf as mm
+    import tensorflow as tf
+    from merlin.io import Dataset
+
+    from components.training.ranker import _task_outputs
+
+    tf.keras.utils.set_random_seed(2)
+    model = build_ranker(_schema(features["train"]), config=RankerConfig(architecture="mmoe"))
+    model.compile(optimizer="adam")
+    loader = mm.Loader(Dataset(str(features["train"]), engine="parquet", cpu=True), batch_size=256)
+    model.fit(loader, epochs=1, steps_per_epoch=1, verbose=0)
+    raw = predict(model, features["test"])
+    layers = _task_outputs(model)
+    layers["click"].scale.assign(2.0)
+    layers["click"].shift.assign(-0.5)
+    layers["dwell_seconds"].scale.assign(3.0)
+    layers["dwell_seconds"].shift.assign(1.0)
+    save_ranker(model, tmp_path / "model")
+    served = predict(load_ranker(tmp_path / "model"), features["test"])
+    p = np.clip(raw["click"], 1e-6, 1 - 1e-6)
+    expected = 1 / (1 + np.exp(-(2.0 * np.log(p / (1 - p)) - 0.5)))
+    np.testing.assert_allclose(served["click"], expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(served["dwell_seconds"], 3.0 * raw["dwell_seconds"] + 1.0, rtol=1e-5)
+    np.testing.assert_allclose(served["long_view"], raw["long_view"], rtol=1e-6)
+
+
 def test_heads_follow_the_schema_targets(features):
     import merlin.models.tf as mm
     from merlin.io import Dataset
@@ -159,6 +188,13 @@ def test_platt_calibration_recovers_a_known_distortion():
     distorted = 1 / (1 + np.exp(-(0.5 * logit - 1.0)))
     scale, shift = fit_calibration("binary", distorted, labels, np.ones(truth.size))
     assert scale == pytest.approx(2.0, rel=0.1) and shift == pytest.approx(2.0, rel=0.15)
+    # With a pooled mean, the scale stays the validation split's and the calibrated values
+    # average that mean instead of the split's own (noisy) rate.
+    scale2, shift2 = fit_calibration(
+        "binary", distorted, labels, np.ones(truth.size), mean=labels.mean() * 1.1
+    )
+    calibrated = 1 / (1 + np.exp(-(scale2 * np.log(distorted / (1 - distorted)) + shift2)))
+    assert scale2 == scale and calibrated.mean() == pytest.approx(labels.mean() * 1.1, rel=1e-6)
     # Regression: least squares in the target's unit.
     values = rng.normal(10, 3, 5000)
     assert fit_calibration("regression", values, 2 * values + 1, np.ones(5000)) == pytest.approx(

@@ -20,15 +20,54 @@ def _run(runs, store, *overrides: str, resume: bool = False) -> int:
     return main([*argv, "--resume"] if resume else argv)
 
 
+#: Another team's log: two independent binary tasks (one named apart from its column) and a
+#: regression task given one of them, a weight column, no item id, truths declared for oracles.
+OWN_SPEC = """
+name: engagement
+timestamp: event_ts
+user: {id: user_id, categorical: [user_age_bucket, user_interest]}
+item: {categorical: [ad_category, creative_type]}
+context: {categorical: [surface, position, device]}
+continuous: [{column: bid, transform: log}, user_activity]
+tasks:
+  - {name: ctr, column: click, truth: p_click}
+  - {name: long_view, column: long_view, truth: p_long_view}
+  - {name: dwell, column: dwell_seconds, kind: regression, given: ctr, truth: dwell_expected}
+weight_column: w
+slices: [surface]
+"""
+
+
+def _own_log(tmp_path, rows: int):
+    import numpy as np
+    import pandas as pd
+
+    from components.data.synthetic import SyntheticConfig, iter_chunks
+
+    frame = pd.concat(list(iter_chunks(SyntheticConfig(rows=rows, seed=21))), ignore_index=True)
+    frame["w"] = np.where(frame["surface"] == "search", 2.0, 1.0)
+    log = tmp_path / "own.parquet"
+    frame.drop(columns=["conversion", "p_conversion", "ad_id"]).to_parquet(log, index=False)
+    spec = tmp_path / "own.yaml"
+    spec.write_text(OWN_SPEC)
+    return log, spec
+
+
 @pytest.mark.slow
 def test_runs_fail_resume_gate_and_keep_their_history(tmp_path, capsys):
     """Three runs into one history: a run failing at training (its own message, exit 2), the
     same run resumed at training (its model fails infra-validation, so it is not deployed),
-    and a second configuration that is deployed. `rankflow runs` lists both run directories."""
+    and a run on another team's log (two binary tasks and a regression task) that is deployed.
+    `rankflow runs` lists both run directories."""
     runs, store = tmp_path / "runs", tmp_path / "store"
-    # 5,000 rows leave a few conversions in test: too few to bless by default, so gates that pass.
+    # 5,000 rows leave a few dozen clicks in test: too few to bless by default; gates that pass.
     lenient = json.dumps(
-        {"conversion": {"min_auc": 0.0}, "dwell_seconds": {"max_rmse_ratio": 10.0}}
+        {
+            "click": {"min_auc": 0.0},
+            "conversion": {"min_auc": 0.0},
+            "long_view": {"min_auc": 0.0},
+            "dwell_seconds": {"max_rmse_ratio": 10.0},
+        }
     )
     small = ("synthetic_rows=5000", f"gates={lenient}")
     # No skew is small enough for a negative tolerance: infra-validation must refuse the model.
@@ -61,11 +100,13 @@ def test_runs_fail_resume_gate_and_keep_their_history(tmp_path, capsys):
     assert json.loads((first / "run.json").read_text())["status"] == "succeeded"
     capsys.readouterr()
 
+    log, spec = _own_log(tmp_path, 20_000)
     assert (
         _run(
             runs,
             store,
-            "synthetic_rows=20000",
+            f"data_source={log}",
+            f"spec_path={spec}",
             "architecture=shared_bottom",
             "infra_rows=128",
         )
@@ -80,14 +121,20 @@ def test_runs_fail_resume_gate_and_keep_their_history(tmp_path, capsys):
     assert d["train_rows"] + d["valid_rows"] + d["test_rows"] == 20_000
     assert d["train_rows"] > d["valid_rows"] > 0
     assert summary["model"] == {"architecture": "shared_bottom"}
-    for task in ("click", "conversion", "long_view"):
+    assert list(summary["metrics"]) == ["ctr", "long_view", "dwell"]
+    for task in ("ctr", "long_view"):
         m = summary["metrics"][task]
-        assert m["kind"] == "binary" and {"auc", "logloss", "ece", "calibration_ratio"} <= set(m)
+        assert m["kind"] == "binary" and {"auc", "logloss", "ece", "gauc", "pr_auc"} <= set(m)
         assert 0.5 < m["auc"] <= m["oracle_auc"] + 0.03
-    assert set(summary["metrics"]["click"]["slices"]) == {"surface"}
-    dwell = summary["metrics"]["dwell_seconds"]
-    assert dwell["kind"] == "regression" and dwell["given"] == "click"
+        # A 20,000-row log, every default: calibrated (weighted metrics), and adding up as well
+        # as the truth does on this test split (~150 clicks: Σy alone is ±8% by chance).
+        assert m["ece"] <= 0.02, (task, m)
+        assert abs(m["calibration_ratio"] - m["oracle_calibration_ratio"]) <= 0.05, (task, m)
+    assert set(summary["metrics"]["ctr"]["slices"]["surface"]) == {"homefeed", "search", "related"}
+    dwell = summary["metrics"]["dwell"]
+    assert dwell["kind"] == "regression" and dwell["given"] == "ctr"
     assert dwell["bayes_rmse"] <= dwell["rmse"] < dwell["mean_rmse"]
+    assert abs(dwell["calibration_ratio"] - 1) <= 0.05
     budget = summary["training"]["budget"]
     assert budget["source"] == dict.fromkeys(("batch_size", "epochs", "learning_rate"), "derived")
     assert summary["blessed"] is True, summary["blessing_reasons"]
@@ -96,6 +143,7 @@ def test_runs_fail_resume_gate_and_keep_their_history(tmp_path, capsys):
     assert serving["model_name"] == "rankflow"
     assert serving["infra_blessed"] is True
     assert serving["skew_max_abs"] <= 1e-5
+    assert set(serving["skew_max_abs_by_task"]) == {"ctr", "long_view", "dwell"}
     assert 0 < serving["latency_ms"]["p50"] <= serving["latency_ms"]["p99"]
     # Blessed twice over, so deployed: published as version 1; no local Triton was serving.
     assert (serving["version"], serving["grpc_port"]) == (1, None)
@@ -114,14 +162,13 @@ def test_runs_fail_resume_gate_and_keep_their_history(tmp_path, capsys):
     assert lines[0].split()[:3] == ["RUN", "STATUS", "DATA"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert set(rows) == {first.name, second.name}
-    click = summary["metrics"]["click"]["auc"]
-    assert rows[second.name][1:4] == ["succeeded", "synthetic", "20,000"]
-    assert rows[second.name][4:] == [
+    ctr = summary["metrics"]["ctr"]["auc"]
+    assert rows[second.name][1:3] == ["succeeded", str(log)]
+    assert rows[second.name][3:] == [
         "shared_bottom",
-        f"click={click:.4f}",
-        f"conversion={summary['metrics']['conversion']['auc']:.4f}",
+        f"ctr={ctr:.4f}",
         f"long_view={summary['metrics']['long_view']['auc']:.4f}",
-        f"dwell_seconds=R2:{dwell['r2']:.3f}",
+        f"dwell=R2:{dwell['r2']:.3f}",
         "yes",
         "v1",
     ]
