@@ -12,6 +12,7 @@ from components.training.ranker import (
     ARCHITECTURES,
     MIN_STEPS,
     RankerConfig,
+    _task_outputs,
     build_ranker,
     fit_calibration,
     parse_sizes,
@@ -43,6 +44,14 @@ def test_fit_one_step_save_reload_same_predictions(architecture, features, tmp_p
     history = model.fit(loader, epochs=1, steps_per_epoch=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
 
+    # Calibration weights set after training travel inside the SavedModel: the reloaded model
+    # serves sigmoid(scale * logit(p) + shift) for a binary task, scale * y + shift for dwell.
+    raw = predict(model, features["test"])
+    layers = _task_outputs(model)
+    layers["click"].scale.assign(2.0)
+    layers["click"].shift.assign(-0.5)
+    layers["dwell_seconds"].scale.assign(3.0)
+    layers["dwell_seconds"].shift.assign(1.0)
     save_ranker(model, tmp_path / "model")
     reloaded = load_ranker(tmp_path / "model")
     before, after = predict(model, features["test"]), predict(reloaded, features["test"])
@@ -51,35 +60,11 @@ def test_fit_one_step_save_reload_same_predictions(architecture, features, tmp_p
         np.testing.assert_allclose(before[task], after[task], rtol=1e-6, atol=1e-7)
     for task in ("click", "conversion", "long_view"):
         assert ((before[task] > 0) & (before[task] < 1)).all()
-
-
-def test_calibration_is_served_by_the_saved_model(features, tmp_path):
-    """Calibration weights set after training travel inside the SavedModel: the reloaded model
-    serves sigmoid(scale * logit(p) + shift) for a binary task, scale * y + shift for dwell."""
-    import merlin.models.tf as mm
-    import tensorflow as tf
-    from merlin.io import Dataset
-
-    from components.training.ranker import _task_outputs
-
-    tf.keras.utils.set_random_seed(2)
-    model = build_ranker(_schema(features["train"]), config=RankerConfig(architecture="mmoe"))
-    model.compile(optimizer="adam")
-    loader = mm.Loader(Dataset(str(features["train"]), engine="parquet", cpu=True), batch_size=256)
-    model.fit(loader, epochs=1, steps_per_epoch=1, verbose=0)
-    raw = predict(model, features["test"])
-    layers = _task_outputs(model)
-    layers["click"].scale.assign(2.0)
-    layers["click"].shift.assign(-0.5)
-    layers["dwell_seconds"].scale.assign(3.0)
-    layers["dwell_seconds"].shift.assign(1.0)
-    save_ranker(model, tmp_path / "model")
-    served = predict(load_ranker(tmp_path / "model"), features["test"])
     p = np.clip(raw["click"], 1e-6, 1 - 1e-6)
     expected = 1 / (1 + np.exp(-(2.0 * np.log(p / (1 - p)) - 0.5)))
-    np.testing.assert_allclose(served["click"], expected, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(served["dwell_seconds"], 3.0 * raw["dwell_seconds"] + 1.0, rtol=1e-5)
-    np.testing.assert_allclose(served["long_view"], raw["long_view"], rtol=1e-6)
+    np.testing.assert_allclose(after["click"], expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(after["dwell_seconds"], 3.0 * raw["dwell_seconds"] + 1.0, rtol=1e-5)
+    np.testing.assert_allclose(after["long_view"], raw["long_view"], rtol=1e-6)
 
 
 def test_heads_follow_the_schema_targets(features):
@@ -202,40 +187,47 @@ def test_platt_calibration_recovers_a_known_distortion():
     )
 
 
-def test_given_task_trains_only_on_the_given_positives(prepared, features, tmp_path):
+def test_given_task_trains_only_on_the_given_positives(prepared, features):
     """Conversion labels on rows without a click carry no weight: flipping them all leaves the
-    trained model unchanged; flipping one on a clicked row changes it."""
+    conversion head's loss unchanged; flipping one on a clicked row changes it."""
+    import merlin.models.tf as mm
     import pandas as pd
+    import tensorflow as tf
+    from merlin.io import Dataset
 
-    from components.training.ranker import train_ranker
+    from components.training.ranker import output_name, plan_heads
 
     spec = DatasetSpec.load(prepared["spec"])
-    config = RankerConfig(epochs=1, batch_size=1024, architecture="shared_bottom", cross_depth=0)
-    train = pd.read_parquet(features["train"] / "part_0.parquet")
+    heads = plan_heads(spec, features["train"])
+    assert heads["conversion"].weight_columns == ("click",)
+    tf.keras.utils.set_random_seed(3)
+    schema = _schema(features["train"])
+    model = build_ranker(schema, config=RankerConfig(architecture="shared_bottom"), heads=heads)
+    model.compile(optimizer="adam")
+    # A few steps first: an untrained head answers 0.5, whose log-loss is the same for either label.
+    train = mm.Loader(Dataset(str(features["train"]), engine="parquet", cpu=True), batch_size=512)
+    model.fit(train, epochs=1, steps_per_epoch=20, verbose=0)
+    frame = pd.read_parquet(features["train"] / "part_0.parquet").head(4096)
+    clicked = frame["click"] == 1
     variants = {
-        "same": train,
-        "unclicked": train.assign(conversion=np.where(train["click"] == 0, 1, train["conversion"])),
+        "same": frame,
+        "unclicked": frame.assign(conversion=np.where(clicked, frame["conversion"], 1)),
+        "clicked": frame.assign(conversion=np.where(clicked, 1 - frame["conversion"], 0)),
     }
-    scores = {}
-    for name, frame in variants.items():
-        split = tmp_path / name
-        split.mkdir()
-        frame.to_parquet(split / "part_0.parquet", index=False)
-        for extra in ("schema.pbtxt",):
-            (split / extra).write_text((features["train"] / extra).read_text())
-        train_ranker(
-            spec, split, features["valid"], model_dir=tmp_path / f"m-{name}", config=config
-        )
-        scores[name] = predict(load_ranker(tmp_path / f"m-{name}"), features["test"])
-    np.testing.assert_allclose(scores["same"]["conversion"], scores["unclicked"]["conversion"],
-                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    losses = {}
+    for name, variant in variants.items():
+        dataset = Dataset(variant, schema=schema, cpu=True)
+        result = model.evaluate(mm.Loader(dataset, batch_size=4096), verbose=0, return_dict=True)
+        losses[name] = result[f"{output_name(heads['conversion'])}_loss"]
+    assert losses["unclicked"] == pytest.approx(losses["same"], rel=1e-6)
+    assert abs(losses["clicked"] - losses["same"]) > 1e-3
 
 
 def test_best_epoch_weights_are_kept(prepared, features, tmp_path):
     from components.training.ranker import TRAINING_RECORD, train_ranker
 
     spec = DatasetSpec.load(prepared["spec"])
-    config = RankerConfig(epochs=4, batch_size=256, learning_rate=0.05, patience=4)
+    config = RankerConfig(epochs=4, batch_size=1024, learning_rate=0.05, patience=4)
     result = train_ranker(
         spec, features["train"], features["valid"], model_dir=tmp_path / "m", config=config
     )

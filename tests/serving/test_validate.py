@@ -45,7 +45,7 @@ def test_export_of_another_model_is_refused(prepared, features, trained, tmp_pat
         features["valid"],
         features["valid"],
         model_dir=other,
-        config=RankerConfig(epochs=1, batch_size=256, seed=99),
+        config=RankerConfig(epochs=1, batch_size=1024, seed=99),
     )
     repository = export_cpu_repository(
         DatasetSpec.load(prepared["spec"]),
