@@ -125,8 +125,9 @@ def test_training_is_seeded(prepared, features, tmp_path):
     spec = DatasetSpec.load(prepared["spec"])
     config = RankerConfig(epochs=1, batch_size=1024, architecture="shared_bottom", cross_depth=1)
     for name in ("a", "b"):
+        # The small valid split as train: seeding is what is under test, not the fit.
         train_ranker(
-            spec, features["train"], features["valid"], model_dir=tmp_path / name, config=config
+            spec, features["valid"], features["valid"], model_dir=tmp_path / name, config=config
         )
     a = predict(load_ranker(tmp_path / "a"), features["test"])
     b = predict(load_ranker(tmp_path / "b"), features["test"])
@@ -142,15 +143,25 @@ def test_component_trains_and_saves(prepared, features, artifact):
         dataset_spec=artifact(dsl.Artifact, "spec", prepared["spec"]),
         ranker=ranker,
         training_metrics=metrics,
-        **{**pipeline_defaults(train_component), "architecture": "ple", "epochs": 1},
+        **{
+            **pipeline_defaults(train_component),
+            "architecture": "ple",
+            "epochs": 1,
+            "learning_rate": 0.02,
+        },
     )
     assert (Path(ranker.path) / "saved_model.pb").is_file()
     assert ranker.metadata["architecture"] == "ple"
     assert np.isfinite(metrics.metadata["val_criterion"])
     assert metrics.metadata["epochs_run"] == metrics.metadata["epochs_planned"] == 1
     record = json.loads((Path(ranker.path) / "training.json").read_text())
-    assert record["budget"]["source"]["epochs"] == "set"
-    assert record["budget"]["source"]["batch_size"] == "derived"
+    # Set values win (0, the pipeline's default, derives the batch size from the split's rows).
+    assert record["budget"]["source"] == {
+        "batch_size": "derived",
+        "epochs": "set",
+        "learning_rate": "set",
+    }
+    assert record["budget"]["learning_rate"] == 0.02
 
 
 def test_budget_follows_the_log_size_and_set_values_win():
