@@ -197,10 +197,13 @@ def sample_weights(spec: DatasetSpec, labels: Mapping[str, np.ndarray]) -> dict[
     return weights
 
 
-def plan_heads(spec: DatasetSpec, train_path: Path) -> dict[str, Head]:
-    """Every task's head, its loss scaled by what the train split says of it."""
-    columns = [*spec.task_names] + ([spec.weight_column] if spec.weight_column else [])
-    labels = _labels(train_path, columns)
+def label_columns(spec: DatasetSpec) -> list[str]:
+    """The processed splits' label columns: every task (by name), then the row weight."""
+    return [*spec.task_names] + ([spec.weight_column] if spec.weight_column else [])
+
+
+def plan_heads(spec: DatasetSpec, labels: Mapping[str, np.ndarray]) -> dict[str, Head]:
+    """Every task's head, its loss scaled by what the train split's ``labels`` say of it."""
     weights = sample_weights(spec, labels)
     base_mean = labels[spec.weight_column].mean() if spec.weight_column else 1.0
     heads = {}
@@ -498,9 +501,9 @@ def train_ranker(
     from rankflow.core.artifacts import predict
 
     tf.keras.utils.set_random_seed(config.seed)
-    heads = plan_heads(spec, train_path)
-    label_columns = [*spec.task_names] + ([spec.weight_column] if spec.weight_column else [])
-    valid_labels = _labels(valid_path, label_columns)
+    train_labels = _labels(train_path, label_columns(spec))
+    valid_labels = _labels(valid_path, label_columns(spec))
+    heads = plan_heads(spec, train_labels)
     budget = plan_budget(_rows(train_path), config)
     train = split_loader(train_path, batch_size=budget.batch_size, shuffle=True)
     model = build_ranker(train.input_schema, config=config, heads=heads)
@@ -541,9 +544,7 @@ def train_ranker(
     assert best is not None
     # Keras restores the best weights only when it stops early; a checkpoint in memory always.
     model.set_weights(best[2])
-    calibration = calibrate(
-        spec, model, valid_path, valid_labels, _labels(train_path, label_columns)
-    )
+    calibration = calibrate(spec, model, valid_path, valid_labels, train_labels)
     result = TrainingResult(history, budget, criteria, ratios, best[1] + 1, calibration)
     save_ranker(
         model, model_dir, files={TRAINING_RECORD: json.dumps(result.summary(), indent=2) + "\n"}

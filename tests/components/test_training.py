@@ -206,10 +206,10 @@ def test_given_task_trains_only_on_the_given_positives(prepared, features):
     import tensorflow as tf
     from merlin.io import Dataset
 
-    from components.training.ranker import output_name, plan_heads
+    from components.training.ranker import _labels, label_columns, output_name, plan_heads
 
     spec = DatasetSpec.load(prepared["spec"])
-    heads = plan_heads(spec, features["train"])
+    heads = plan_heads(spec, _labels(features["train"], label_columns(spec)))
     assert heads["conversion"].weight_columns == ("click",)
     tf.keras.utils.set_random_seed(3)
     schema = _schema(features["train"])
