@@ -17,7 +17,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -120,13 +119,6 @@ class Evaluation:
     blessed: bool
     reasons: list[str] = field(default_factory=list)
     gates: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, dict[str, Any]]:
-        """Task -> kind, metrics and slices: what the run summary and the UI show."""
-        return {
-            name: {"kind": t.kind, **t.metrics, "slices": t.slices}
-            for name, t in self.tasks.items()
-        }
 
     def flat_metrics(self) -> dict[str, float]:
         """``<task>_<metric>`` -> value, for the KFP Metrics artifact."""

@@ -481,6 +481,7 @@ class TrainingResult:
             "epochs_run": len(self.criterion),
             "best_epoch": self.best_epoch,
             "criterion": self.criterion,
+            "task_ratios": self.task_ratios,
             "calibration": {t: {"scale": a, "shift": b} for t, (a, b) in self.calibration.items()},
         }
 
