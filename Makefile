@@ -18,7 +18,7 @@ KEEP ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup run runs test test-fast compile submit serve query rollback manifests bench bench-quick audit lint format lock clean
+.PHONY: help setup run runs test test-fast compile submit serve query rollback manifests bench bench-quick bench-real audit lint format lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ bench: $(STAMP) ## Full benchmark suite (long; not for CI): bench/results.json, 
 
 bench-quick: $(STAMP) ## Smoke benchmarks (a few minutes) into build/bench/
 	$(PY) -m bench --quick --out build/bench/results.json --markdown build/bench/BENCHMARKS.md --plots build/bench/plots $(ARGS)
+
+bench-real: $(STAMP) ## Default pipeline vs a tuned LightGBM on three public logs (~20 min): bench/real_logs.{json,md}, BENCHMARKS.md
+	$(PY) -m bench.real $(ARGS)
 
 lint: $(STAMP) ## ruff lint + format check, mypy, the layer contract (import-linter), top-level names
 	$(VENV)/bin/ruff check .

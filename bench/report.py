@@ -17,6 +17,9 @@ logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 #: The committed analysis appended to the generated report.
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
+REAL_LOGS = Path(__file__).resolve().parent / "real_logs.md"
+REAL_LOGS_START = "<!-- bench-real: start (written by `make bench-real`) -->"
+REAL_LOGS_END = "<!-- bench-real: end -->"
 PACKAGES = (
     "nvtabular",
     "merlin-core",
@@ -397,6 +400,9 @@ def render_markdown(payload: dict[str, Any], plots: dict[str, Path], base: Path 
             f"![{name}]({Path(os.path.relpath(path, base)).as_posix()})"
             for name, path in plots.items()
         ]
+    if REAL_LOGS.is_file():
+        # Written by `make bench-real` (bench/real.py), which splices a new one in here.
+        lines += ["", REAL_LOGS_START, REAL_LOGS.read_text().strip(), REAL_LOGS_END]
     if ANALYSIS.is_file():
         # Hand-written: what was profiled, what changed and why; its figures cite measured runs.
         lines += ["", ANALYSIS.read_text().strip()]

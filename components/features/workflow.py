@@ -146,12 +146,12 @@ def build_workflow(
     nodes = [categorical(columns, *tags) for columns, tags in groups if columns]
     transforms = spec.continuous_transforms
     plain = [c for c in spec.continuous if c not in transforms]
+    # Nulls take the train median: filled with 0 and z-scored, MovieLens' unknown release years
+    # landed at -135 sigma, and the model's output there swamped the rating head's calibration.
     if plain:
-        nodes.append(
-            plain >> ops.FillMissing() >> ops.Normalize() >> ops.AddTags([Tags.CONTINUOUS])
-        )
+        nodes.append(plain >> ops.FillMedian() >> ops.Normalize() >> ops.AddTags([Tags.CONTINUOUS]))
     for column, transform in transforms.items():
-        node = [column] >> ops.FillMissing()
+        node = [column] >> ops.FillMedian()
         if transform.kind == "log":
             node = node >> ops.Clip(min_value=0) >> ops.LogOp()
         elif transform.kind == "clip":

@@ -6,8 +6,8 @@ serving latency. The fitted state is small (vocabulary tables, means and stds), 
 arithmetic can run as hash lookups on the request's arrays in well under a millisecond.
 
 Only ops whose transform is reproduced exactly are compiled (Categorify with a vocabulary,
-HashBucket, FillMissing, Normalize, LogOp, Clip, Bucketize, Rename, plus the selection/tagging
-plumbing); anything else raises
+HashBucket, FillMissing, FillMedian, Normalize, LogOp, Clip, Bucketize, Rename, plus the
+selection/tagging plumbing); anything else raises
 :class:`NotCompilable` and the caller keeps NVTabular. :func:`compile_workflow` also runs both
 paths on probe rows (every vocabulary's values, unseen values, nulls) and refuses to compile if any
 output differs, so a future NVTabular change can slow serving down but not make it drift.
@@ -134,11 +134,7 @@ def _hash_bucket(op: Any, column: str, parent: ColumnFn) -> ColumnFn:
     return bucket
 
 
-def _fill_missing(op: Any, column: str, parent: ColumnFn) -> ColumnFn:
-    if op.add_binary_cols:
-        raise NotCompilable("FillMissing(add_binary_cols=True) is not compiled")
-    fill = op.fill_val
-
+def _filler(fill: float, parent: ColumnFn) -> ColumnFn:
     def filled(raw: Columns) -> np.ndarray:
         values = np.asarray(parent(raw))
         if values.dtype.kind not in "fO":
@@ -151,6 +147,18 @@ def _fill_missing(op: Any, column: str, parent: ColumnFn) -> ColumnFn:
         return values
 
     return filled
+
+
+def _fill_missing(op: Any, column: str, parent: ColumnFn) -> ColumnFn:
+    if op.add_binary_cols:
+        raise NotCompilable("FillMissing(add_binary_cols=True) is not compiled")
+    return _filler(op.fill_val, parent)
+
+
+def _fill_median(op: Any, column: str, parent: ColumnFn) -> ColumnFn:
+    if op.add_binary_cols:
+        raise NotCompilable("FillMedian(add_binary_cols=True) is not compiled")
+    return _filler(op.medians[column], parent)
 
 
 def _normalize(op: Any, column: str, parent: ColumnFn) -> ColumnFn:
@@ -202,6 +210,7 @@ _PER_COLUMN = {
     "Categorify": _categorify,
     "HashBucket": _hash_bucket,
     "FillMissing": _fill_missing,
+    "FillMedian": _fill_median,
     "Normalize": _normalize,
     "LogOp": _log,
     "Clip": _clip,

@@ -46,6 +46,13 @@ def test_transform_keeps_rows_order_and_fills_missing(features, prepared):
     assert (processed["click"].to_numpy() == raw["click"].to_numpy()).all()
     assert raw["user_activity"].isna().any()
     assert not processed["user_activity"].isna().any()
+    # A null takes train's median (as z-score), not 0: filled with 0, a column far from 0 (a
+    # release year) put its nulls at -135 sigma, where the model's outputs explode.
+    filled = processed["user_activity"][raw["user_activity"].isna().to_numpy()]
+    train_raw = pq.read_table(prepared["train"]).to_pandas()["user_activity"]
+    z_median = (train_raw.median() - train_raw.mean()) / train_raw.std()
+    assert filled.nunique() == 1
+    assert filled.iloc[0] == pytest.approx(z_median, abs=0.05)
     # Normalized on train statistics: train is centred, the other splits roughly so.
     train = pd.read_parquet(features["train"] / "part_0.parquet")
     assert train["bid"].mean() == pytest.approx(0.0, abs=1e-6)

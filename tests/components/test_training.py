@@ -119,18 +119,21 @@ def test_load_missing_model_is_clear(tmp_path):
         load_ranker(tmp_path / "nope")
 
 
-def test_training_is_seeded(prepared, features, tmp_path):
+def test_training_is_seeded(prepared, features, trained_on_valid, tmp_path):
     from components.training.ranker import train_ranker
+    from tests.conftest import VALID_TRAINED
 
     spec = DatasetSpec.load(prepared["spec"])
-    config = RankerConfig(epochs=1, batch_size=1024, architecture="shared_bottom", cross_depth=1)
-    for name in ("a", "b"):
-        # The small valid split as train: seeding is what is under test, not the fit.
-        train_ranker(
-            spec, features["valid"], features["valid"], model_dir=tmp_path / name, config=config
-        )
-    a = predict(load_ranker(tmp_path / "a"), features["test"])
-    b = predict(load_ranker(tmp_path / "b"), features["test"])
+    # The small valid split as train: seeding is what is under test, not the fit.
+    train_ranker(
+        spec,
+        features["valid"],
+        features["valid"],
+        model_dir=tmp_path / "again",
+        config=RankerConfig(**VALID_TRAINED),
+    )
+    a = predict(load_ranker(trained_on_valid), features["test"])
+    b = predict(load_ranker(tmp_path / "again"), features["test"])
     np.testing.assert_allclose(a["click"], b["click"], rtol=1e-5, atol=1e-6)
 
 
@@ -206,11 +209,24 @@ def test_given_task_trains_only_on_the_given_positives(prepared, features):
     import tensorflow as tf
     from merlin.io import Dataset
 
-    from components.training.ranker import _labels, label_columns, output_name, plan_heads
+    from components.training.ranker import (
+        GIVEN_SHARE_POWER,
+        _labels,
+        label_columns,
+        output_name,
+        plan_heads,
+    )
 
     spec = DatasetSpec.load(prepared["spec"])
-    heads = plan_heads(spec, _labels(features["train"], label_columns(spec)))
+    labels = _labels(features["train"], label_columns(spec))
+    heads = plan_heads(spec, labels)
     assert heads["conversion"].weight_columns == ("click",)
+    # Each loss over its constant predictor's; a given task's also over a power of its row share.
+    share = labels["click"].mean()
+    rate = labels["conversion"][labels["click"] == 1].mean()
+    baseline = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+    expected = 1 / (baseline * share**GIVEN_SHARE_POWER)
+    assert heads["conversion"].loss_weight == pytest.approx(expected, rel=1e-9)
     tf.keras.utils.set_random_seed(3)
     schema = _schema(features["train"])
     model = build_ranker(schema, config=RankerConfig(architecture="shared_bottom"), heads=heads)

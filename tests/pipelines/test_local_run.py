@@ -69,7 +69,8 @@ def test_runs_fail_resume_gate_and_keep_their_history(tmp_path, capsys):
             "dwell_seconds": {"max_rmse_ratio": 10.0},
         }
     )
-    small = ("synthetic_rows=5000", f"gates={lenient}")
+    # Two epochs: the budget is the BYOD run's to show; this run is about failing and resuming.
+    small = ("synthetic_rows=5000", f"gates={lenient}", "epochs=2")
     # No skew is small enough for a negative tolerance: infra-validation must refuse the model.
     gated = (*small, "skew_tolerance=-1.0", "infra_rows=64")
 

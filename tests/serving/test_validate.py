@@ -7,7 +7,6 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from components.training.ranker import RankerConfig, train_ranker
 from rankflow.core.spec import DatasetSpec
 from serving.export import ExportConfig, export_cpu_repository
 from serving.validate import InfraValidationConfig, infra_validate
@@ -37,16 +36,11 @@ def test_good_export_is_blessed(prepared, features, trained, repository):
     assert 0 < report.latency_ms["p50"] <= report.latency_ms["p99"]
 
 
-def test_export_of_another_model_is_refused(prepared, features, trained, tmp_path):
+def test_export_of_another_model_is_refused(
+    prepared, features, trained, trained_on_valid, tmp_path
+):
     """The repository serves different weights than the model that was evaluated: skew."""
-    other = tmp_path / "other"
-    train_ranker(
-        DatasetSpec.load(prepared["spec"]),
-        features["valid"],
-        features["valid"],
-        model_dir=other,
-        config=RankerConfig(epochs=1, batch_size=1024, seed=99),
-    )
+    other = trained_on_valid
     repository = export_cpu_repository(
         DatasetSpec.load(prepared["spec"]),
         workflow_dir=features["workflow"],
