@@ -47,13 +47,14 @@ class PandasWorkflow:
 
     Categorify: values seen at least ``freq_threshold`` times in train get contiguous codes from 3,
     most frequent first; nulls -> 1, unseen/rare -> 2 (int32). HashBucket: a hash of the value
-    modulo the bucket count. Continuous: fill nulls with 0, then (x - mean) / std of train. Targets
+    modulo the bucket count. Continuous: fill nulls with train's median, then (x - mean) / std of train. Targets
     pass through unchanged.
     """
 
     spec: DatasetSpec
     vocab: dict[str, pd.Index] = field(default_factory=dict)
     moments: dict[str, tuple[float, float]] = field(default_factory=dict)
+    medians: dict[str, float] = field(default_factory=dict)
 
     def fit(self, frame: pd.DataFrame) -> PandasWorkflow:
         import pandas as pd
@@ -72,7 +73,9 @@ class PandasWorkflow:
             table = table.sort_values("size", ascending=False, ignore_index=True)
             self.vocab[column] = pd.Index(table["value"])
         for column in self.spec.continuous:
-            values = frame[column].fillna(0).to_numpy(dtype=np.float64)
+            # Nulls take the train median, as NVTabular's FillMedian does.
+            self.medians[column] = float(frame[column].median())
+            values = frame[column].fillna(self.medians[column]).to_numpy(dtype=np.float64)
             self.moments[column] = (float(values.mean()), float(values.std(ddof=1)))
         return self
 
@@ -93,7 +96,7 @@ class PandasWorkflow:
             out[column] = codes.astype(np.int32)
         for column in self.spec.continuous:
             mean, std = self.moments[column]
-            filled = frame[column].fillna(0).to_numpy(dtype=np.float64)
+            filled = frame[column].fillna(self.medians[column]).to_numpy(dtype=np.float64)
             out[column] = ((filled - mean) / (std or 1.0)).astype(np.float32)
         for task in self.spec.tasks:
             out[task.name] = frame[task.column].to_numpy()

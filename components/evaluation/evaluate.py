@@ -177,8 +177,10 @@ def regression_task_metrics(
     if truth is not None:
         bayes = m.regression_metrics(labels, truth, weights)
         result["bayes_rmse"], result["oracle_r2"] = bayes["rmse"], bayes["r2"]
+        # How far the test split's Σy drifts from its expectation by chance (as for binary).
+        result["oracle_calibration_ratio"] = m.calibration_ratio(labels, truth, weights)
     else:
-        result["bayes_rmse"] = result["oracle_r2"] = None
+        result["bayes_rmse"] = result["oracle_r2"] = result["oracle_calibration_ratio"] = None
     return result
 
 

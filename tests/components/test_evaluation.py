@@ -119,6 +119,7 @@ def test_oracle_predictions_score_the_oracle_metrics(prepared):
     assert conversion.metrics["product_auc"] == conversion.metrics["oracle_product_auc"]
     dwell = result.tasks["dwell_seconds"].metrics
     assert dwell["rmse"] == pytest.approx(dwell["bayes_rmse"]) and dwell["r2"] > 0.4
+    assert dwell["oracle_calibration_ratio"] == pytest.approx(dwell["calibration_ratio"])
     assert set(result.tasks["click"].slices["surface"]) == set(raw["surface"])
     # Noise instead of the truth: chance-level AUC, worse than the mean predictor, not blessed.
     rng = np.random.default_rng(0)

@@ -135,7 +135,8 @@ def test_runs_fail_resume_gate_and_keep_their_history(tmp_path, capsys):
     dwell = summary["metrics"]["dwell"]
     assert dwell["kind"] == "regression" and dwell["given"] == "ctr"
     assert dwell["bayes_rmse"] <= dwell["rmse"] < dwell["mean_rmse"]
-    assert abs(dwell["calibration_ratio"] - 1) <= 0.05
+    # ~150 clicked test rows: their Σy alone is several percent off its expectation by chance.
+    assert abs(dwell["calibration_ratio"] - dwell["oracle_calibration_ratio"]) <= 0.05, dwell
     budget = summary["training"]["budget"]
     assert budget["source"] == dict.fromkeys(("batch_size", "epochs", "learning_rate"), "derived")
     assert summary["blessed"] is True, summary["blessing_reasons"]
