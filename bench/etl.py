@@ -47,8 +47,8 @@ class PandasWorkflow:
 
     Categorify: values seen at least ``freq_threshold`` times in train get contiguous codes from 3,
     most frequent first; nulls -> 1, unseen/rare -> 2 (int32). HashBucket: a hash of the value
-    modulo the bucket count. Continuous: fill nulls with train's median, then (x - mean) / std of train. Targets
-    pass through unchanged.
+    modulo the bucket count. Continuous: fill nulls with train's median, then (x - mean) / std of
+    train. Targets pass through unchanged.
     """
 
     spec: DatasetSpec
