@@ -149,21 +149,21 @@ def features(prepared, tmp_path_factory) -> dict[str, Path]:
     return {**outputs, "workflow": root / "workflow"}
 
 
-@pytest.fixture(scope="session")
-def trained(prepared, features, tmp_path_factory) -> Path:
-    """A ranker trained one epoch on ``features``; the SavedModel directory."""
+def _train(prepared, features, train: str, model_dir: Path, **config) -> Path:
     from components.training.ranker import RankerConfig, train_ranker
     from rankflow.core.spec import DatasetSpec
 
-    model_dir = tmp_path_factory.mktemp("ranker") / "model"
-    train_ranker(
-        DatasetSpec.load(prepared["spec"]),
-        features["train"],
-        features["valid"],
-        model_dir=model_dir,
-        config=RankerConfig(epochs=1, batch_size=512),
-    )
+    spec = DatasetSpec.load(prepared["spec"])
+    config_ = RankerConfig(**config)
+    train_ranker(spec, features[train], features["valid"], model_dir=model_dir, config=config_)
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def trained(prepared, features, tmp_path_factory) -> Path:
+    """A ranker trained one epoch on ``features``; the SavedModel directory."""
+    model_dir = tmp_path_factory.mktemp("ranker") / "model"
+    return _train(prepared, features, "train", model_dir, epochs=1, batch_size=512)
 
 
 #: The config of :func:`trained_on_valid`: the small valid split as train, one epoch.
@@ -174,18 +174,8 @@ VALID_TRAINED = {"epochs": 1, "batch_size": 1024, "architecture": "shared_bottom
 def trained_on_valid(prepared, features, tmp_path_factory) -> Path:
     """A second, cheap ranker (``VALID_TRAINED`` on the valid split): another model than
     ``trained``, and the reference a retrain with the same seed must reproduce."""
-    from components.training.ranker import RankerConfig, train_ranker
-    from rankflow.core.spec import DatasetSpec
-
     model_dir = tmp_path_factory.mktemp("ranker-valid") / "model"
-    train_ranker(
-        DatasetSpec.load(prepared["spec"]),
-        features["valid"],
-        features["valid"],
-        model_dir=model_dir,
-        config=RankerConfig(**VALID_TRAINED),
-    )
-    return model_dir
+    return _train(prepared, features, "valid", model_dir, **VALID_TRAINED)
 
 
 @pytest.fixture
