@@ -408,6 +408,16 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _describe(budget: GbdtBudget) -> str:
+    """The tuning budget in words (the report's, from the budget itself)."""
+    grid = "; ".join(", ".join(f"{k} {v}" for k, v in point.items()) for point in budget.grid)
+    return (
+        f"{len(budget.grid)} settings: {grid}; learning rate {budget.learning_rate}, early "
+        f"stopping after {budget.early_stopping} rounds without a better validation loss, up to "
+        f"{budget.max_rounds:,} rounds"
+    )
+
+
 def render(payload: Mapping[str, Any]) -> str:
     """The markdown section BENCHMARKS.md carries."""
     info = payload["machine"]
@@ -417,8 +427,7 @@ def render(payload: Mapping[str, Any]) -> str:
         f"Measured on {info['date']}, {info['cpu_count']} CPU(s), no GPU; {info['wall_s']:.0f} s "
         "in all. Each log goes through bring-your-own-data with every default (`rankflow run "
         "--set data_source=… --set spec_path=…`); the GBDT is LightGBM tuned on the same run's "
-        "validation split (grid: num_leaves 15/63/255 × min_data_in_leaf 20/200, learning rate "
-        "0.05, early stopping on the validation loss, up to 2,000 rounds) on the same raw "
+        f"validation split ({_describe(GbdtBudget())}) on the same raw "
         "features. Both are scored on the same test rows with the evaluation step's metric "
         "functions; a given task on its given task's positives. Δ is rankflow − GBDT (an RMSE: "
         "lower is better). Raw figures: "
