@@ -225,8 +225,10 @@ def plan_heads(spec: DatasetSpec, labels: Mapping[str, np.ndarray]) -> dict[str,
         # averaged over every row, is that share of its per-row loss: left so, the head was
         # undertrained (2M synthetic rows, one epoch: conversion AUC gap to the oracle 0.081);
         # divided by the share, it took over the shared layers (click gap 0.0106 -> 0.0230).
-        # Gaps click / conversion by the share's power: 0.5: 0.0112 / 0.0309; 0.75: 0.0169 /
-        # 0.0231 (4 experts), 0.0151 / 0.0205 (8 experts); 1: 0.0221 / 0.0249 (8 experts).
+        # Gaps click / conversion by the share's power at a 4.3% click rate: 0.5: 0.0112 /
+        # 0.0309; 0.75: 0.0169 / 0.0231; 1: 0.0230 / 0.0234. At 7.7%: 0.5: 0.0081 / 0.0178;
+        # 0.75: 0.0124 / 0.0165; 1: 0.0156 / 0.0150. The rarer the positives, the more a low
+        # power starves the given task; ads logs often click at 1-2%.
         share = float(w.sum() / (base_mean * len(w)))
         if task.kind == "binary":
             rate = float(np.clip((w * y).sum() / w.sum(), 1e-6, 1 - 1e-6))
@@ -522,16 +524,15 @@ def train_ranker(
     logger.info("training budget: %s; heads: %s", budget, heads)
     criteria: list[float] = []
     ratios: list[dict[str, float]] = []
-    best: tuple[float, int, list[np.ndarray]] | None = None
+    best: tuple[float, int, list[np.ndarray], dict[str, np.ndarray]] | None = None
     history: dict[str, list[float]] = {}
     with tqdm(total=budget.epochs, desc="train-ranker", unit="epoch") as bar:
         for epoch in range(budget.epochs):
             fitted = model.fit(train, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
             for key, values in fitted.history.items():
                 history.setdefault(key, []).extend(float(v) for v in values)
-            criterion, task_ratios = validation_criterion(
-                spec, predict(model, valid_path), valid_labels
-            )
+            valid_predictions = predict(model, valid_path)
+            criterion, task_ratios = validation_criterion(spec, valid_predictions, valid_labels)
             criteria.append(criterion)
             ratios.append(task_ratios)
             history.setdefault("val_criterion", []).append(criterion)
@@ -539,7 +540,8 @@ def train_ranker(
             bar.set_postfix_str(f"val criterion {criterion:.4f}")
             logger.info("epoch %d: val criterion %.5f %s", epoch + 1, criterion, task_ratios)
             if best is None or criterion < best[0]:
-                best = (criterion, epoch, model.get_weights())
+                # Its validation predictions too: calibration fits on them without another pass.
+                best = (criterion, epoch, model.get_weights(), valid_predictions)
             elif epoch - best[1] >= config.patience:
                 logger.info(
                     "early stop: no better epoch than %d in %d", best[1] + 1, config.patience
@@ -548,7 +550,7 @@ def train_ranker(
     assert best is not None
     # Keras restores the best weights only when it stops early; a checkpoint in memory always.
     model.set_weights(best[2])
-    calibration = calibrate(spec, model, valid_path, valid_labels, train_labels)
+    calibration = calibrate(spec, model, best[3], valid_labels, train_labels)
     result = TrainingResult(history, budget, criteria, ratios, best[1] + 1, calibration)
     save_ranker(
         model, model_dir, files={TRAINING_RECORD: json.dumps(result.summary(), indent=2) + "\n"}
@@ -565,16 +567,14 @@ def _rows(path: Path) -> int:
 def calibrate(
     spec: DatasetSpec,
     model: Any,
-    valid_path: Path,
+    predictions: Mapping[str, np.ndarray],
     labels: Mapping[str, np.ndarray],
     train_labels: Mapping[str, np.ndarray],
 ) -> dict[str, tuple[float, float]]:
-    """Fit every head's served-value calibration on the validation split and set it in place;
-    the calibrated mean is the task's mean target over train and valid pooled."""
-    from rankflow.core.artifacts import predict
-
+    """Fit every head's served-value calibration on the model's uncalibrated validation
+    ``predictions`` and set it in place; the calibrated mean is the task's mean target over train
+    and valid pooled."""
     outputs = _task_outputs(model)
-    predictions = predict(model, valid_path)
     weights = sample_weights(spec, labels)
     train_weights = sample_weights(spec, train_labels)
     fitted = {}
