@@ -233,12 +233,7 @@ def _chunk(
     affinity = np.einsum("ij,ij->i", world.user_latent[users], world.ad_latent[ads])
 
     click_logit = (
-        # A click rate near 8% (an in-feed ad's): at 4.3% (-2.9) the default 2M rows held 77k
-        # clicks to learn conversion from, and no learner that isn't told the generator's cells
-        # came within 0.02 AUC of its oracle (rankflow 0.7016, all-pairs logistic regression
-        # 0.698, LightGBM 0.666; oracle 0.7263; one told the cells: 0.7198). A check that bound
-        # would have measured the sample, not the model.
-        -2.2
+        -2.9
         + world.interest_category[interest, category]
         + world.surface_category[surface, category]
         + world.age_creative[age, creative]

@@ -62,9 +62,6 @@ def test_every_task_has_signal_a_constant_cannot_pass():
     """Oracle AUC >= 0.70 per binary task (conversion on clicks), oracle R^2 >= 0.4 for dwell."""
     log = _log(SyntheticConfig(rows=200_000, seed=5, chunk_rows=100_000))
     clicked = log["click"] == 1
-    # Several percent (7.7% in the default 2M rows, 13% in this smaller world): enough clicks
-    # for the given tasks to be learnable.
-    assert 0.05 < clicked.mean() < 0.15
     assert auc(log["click"], log["p_click"]) > 0.72
     assert auc(log["long_view"], log["p_long_view"]) > 0.72
     assert auc(log["conversion"][clicked], log["p_conversion"][clicked]) > 0.70
