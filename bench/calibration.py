@@ -37,27 +37,6 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def fit_affine(
-    z: np.ndarray, y: np.ndarray, w: np.ndarray, *, shift: bool = True
-) -> tuple[float, float]:
-    """(a, b) minimising the weighted log-loss of ``sigmoid(a z + b)``; b = 0 without ``shift``
-    (temperature scaling)."""
-    from scipy.optimize import minimize
-
-    w = w / w.mean()
-
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        b = theta[1] if shift else 0.0
-        logits = theta[0] * z + b
-        residual = w * (_sigmoid(logits) - y)
-        grad = [np.mean(residual * z)] + ([np.mean(residual)] if shift else [])
-        return float(np.mean(w * (np.logaddexp(0.0, logits) - y * logits))), np.array(grad)
-
-    start = np.array([1.0, 0.0] if shift else [1.0])
-    theta = minimize(loss, start, jac=True, method="L-BFGS-B").x
-    return float(theta[0]), float(theta[1]) if shift else 0.0
-
-
 def fit_isotonic(z: np.ndarray, y: np.ndarray, w: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Weighted pool-adjacent-violators on ``z``, interpolated linearly between block centres
     (as an in-graph export would have to)."""
@@ -96,9 +75,10 @@ def compare(
     ``served``: what the ranker itself serves on the test rows (Platt, its shift then set so the
     mean matches train and valid pooled), judged beside them."""
     from components.evaluation import metrics as m
+    from components.training.ranker import fit_platt
 
-    a, b = fit_affine(valid.z, valid.y, valid.w)
-    t, _ = fit_affine(valid.z, valid.y, valid.w, shift=False)
+    a, b = fit_platt(valid.z, valid.y, valid.w)
+    t, _ = fit_platt(valid.z, valid.y, valid.w, shift=False)
     isotonic = fit_isotonic(valid.z, valid.y, valid.w)
     candidates = {
         **({"served": served} if served is not None else {}),
@@ -131,7 +111,12 @@ def _artifacts(run_dir: Path) -> dict[str, Path]:
 
 
 def measure(run_dir: Path) -> dict[str, dict[str, object]]:
-    from components.training.ranker import TRAINING_RECORD, _labels, label_columns, sample_weights
+    from components.training.ranker import (
+        TRAINING_RECORD,
+        label_columns,
+        read_labels,
+        sample_weights,
+    )
     from rankflow.core.artifacts import load_ranker, predict
     from rankflow.core.spec import DatasetSpec
 
@@ -141,7 +126,7 @@ def measure(run_dir: Path) -> dict[str, dict[str, object]]:
     model = load_ranker(paths["ranker"])
     splits: dict[str, Mapping[str, np.ndarray]] = {}
     for split in ("valid", "test"):
-        labels = _labels(paths[split], label_columns(spec))
+        labels = read_labels(paths[split], label_columns(spec))
         splits[split] = {
             "predictions": predict(model, paths[split]),
             "labels": labels,

@@ -177,7 +177,8 @@ def plan_budget(train_rows: int, config: RankerConfig) -> Budget:
     return Budget(train_rows, batch, epochs, steps, rate, source)
 
 
-def _labels(path: Path, columns: list[str]) -> dict[str, np.ndarray]:
+def read_labels(path: Path, columns: list[str]) -> dict[str, np.ndarray]:
+    """``columns`` of a feature split, as float64 arrays."""
     import pyarrow.dataset as ds
 
     table = ds.dataset([str(p) for p in parquet_parts(path)], format="parquet").to_table(
@@ -405,8 +406,6 @@ def fit_calibration(
     a 20,000-row log at 8% positives miss the true rate by 8% (one standard deviation), and a
     calibration that matched it would serve that error.
     """
-    from scipy.optimize import minimize
-
     keep = weights > 0
     y, p, w = labels[keep], predictions[keep], weights[keep]
     if y.size < 50 or np.ptp(p) == 0:
@@ -415,18 +414,7 @@ def fit_calibration(
         if y.min() == y.max():
             return 1.0, 0.0
         pc = np.clip(p, 1e-6, 1 - 1e-6)
-        z = np.log(pc) - np.log1p(-pc)
-        w = w / w.mean()
-
-        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            logits = theta[0] * z + theta[1]
-            q = 1.0 / (1.0 + np.exp(-logits))
-            value = np.mean(w * (np.logaddexp(0.0, logits) - y * logits))
-            residual = w * (q - y)
-            return float(value), np.array([np.mean(residual * z), np.mean(residual)])
-
-        result = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
-        scale, shift = (float(v) for v in result.x)
+        scale, shift = fit_platt(np.log(pc) - np.log1p(-pc), y, w)
     else:
         mp, my = np.average(p, weights=w), np.average(y, weights=w)
         variance = np.average((p - mp) ** 2, weights=w)
@@ -437,6 +425,27 @@ def fit_calibration(
     if mean is not None:
         shift = _shift_to_mean(kind, p, w, scale, shift, mean)
     return scale, shift
+
+
+def fit_platt(
+    z: np.ndarray, y: np.ndarray, w: np.ndarray, *, shift: bool = True
+) -> tuple[float, float]:
+    """(a, b) minimising the weighted log-loss of ``sigmoid(a z + b)`` over logits ``z``; b = 0
+    without ``shift`` (temperature scaling)."""
+    from scipy.optimize import minimize
+
+    w = w / w.mean()
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        b = theta[1] if shift else 0.0
+        logits = theta[0] * z + b
+        residual = w * (1.0 / (1.0 + np.exp(-logits)) - y)
+        grad = [np.mean(residual * z)] + ([np.mean(residual)] if shift else [])
+        return float(np.mean(w * (np.logaddexp(0.0, logits) - y * logits))), np.array(grad)
+
+    start = np.array([1.0, 0.0] if shift else [1.0])
+    theta = minimize(loss, start, jac=True, method="L-BFGS-B").x
+    return float(theta[0]), (float(theta[1]) if shift else 0.0)
 
 
 def _shift_to_mean(
@@ -507,8 +516,8 @@ def train_ranker(
     from rankflow.core.artifacts import predict
 
     tf.keras.utils.set_random_seed(config.seed)
-    train_labels = _labels(train_path, label_columns(spec))
-    valid_labels = _labels(valid_path, label_columns(spec))
+    train_labels = read_labels(train_path, label_columns(spec))
+    valid_labels = read_labels(valid_path, label_columns(spec))
     heads = plan_heads(spec, train_labels)
     budget = plan_budget(_rows(train_path), config)
     train = split_loader(train_path, batch_size=budget.batch_size, shuffle=True)

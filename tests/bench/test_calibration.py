@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.calibration import Scores, _artifacts, compare, fit_affine, fit_isotonic
+from bench.calibration import Scores, _artifacts, compare, fit_isotonic
+from components.training.ranker import fit_platt
 
 pytestmark = pytest.mark.fast
 
@@ -20,10 +21,10 @@ def _overconfident(seed: int, n: int = 20_000) -> Scores:
 
 def test_platt_and_temperature_recover_the_scale_they_can_represent():
     s = _overconfident(0)
-    a, b = fit_affine(s.z, s.y, s.w)
+    a, b = fit_platt(s.z, s.y, s.w)
     assert a == pytest.approx(0.5, abs=0.05)
     assert b == pytest.approx(-1.0, abs=0.08)
-    t, shift = fit_affine(s.z, s.y, s.w, shift=False)
+    t, shift = fit_platt(s.z, s.y, s.w, shift=False)
     assert shift == 0.0 and 0.3 < t < 0.7
 
 

@@ -16,6 +16,7 @@ from components.data.split import SplitConfig
 from components.data.synthetic import SyntheticConfig, iter_chunks, synthetic_spec
 from components.data.validate import DataValidationError, validate_log
 from components.evaluation.metrics import auc
+from rankflow.core.errors import ConfigError
 from rankflow.core.spec import DatasetSpec
 from tests.conftest import pipeline_defaults
 
@@ -56,6 +57,19 @@ def test_generator_rows_time_order_and_funnel():
     assert log["dwell_expected"][clicked].mean() == pytest.approx(
         log["dwell_seconds"][clicked].mean(), rel=0.1
     )
+
+
+def test_click_intercept_sets_the_click_rate():
+    """The default intercept clicks several percent of rows, enough clicks for the given tasks
+    to be learnable; a lower one clicks fewer (the other tasks' draws stay aligned)."""
+    default = _log(SyntheticConfig(rows=200_000, seed=5, chunk_rows=100_000))
+    # 7.7% in the default 2M rows, 13% in this smaller world.
+    assert 0.05 < default["click"].mean() < 0.15
+    rarer = _log(SyntheticConfig(rows=200_000, seed=5, chunk_rows=100_000, click_intercept=-2.9))
+    assert rarer["click"].mean() < 0.7 * default["click"].mean()
+    pd.testing.assert_series_equal(rarer["long_view"], default["long_view"])
+    with pytest.raises(ConfigError, match="click_intercept must be within"):
+        SyntheticConfig(click_intercept=float("nan"))
 
 
 def test_every_task_has_signal_a_constant_cannot_pass():

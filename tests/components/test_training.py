@@ -211,14 +211,14 @@ def test_given_task_trains_only_on_the_given_positives(prepared, features):
 
     from components.training.ranker import (
         GIVEN_SHARE_POWER,
-        _labels,
         label_columns,
         output_name,
         plan_heads,
+        read_labels,
     )
 
     spec = DatasetSpec.load(prepared["spec"])
-    labels = _labels(features["train"], label_columns(spec))
+    labels = read_labels(features["train"], label_columns(spec))
     heads = plan_heads(spec, labels)
     assert heads["conversion"].weight_columns == ("click",)
     # Each loss over its constant predictor's; a given task's also over a power of its row share.
@@ -264,13 +264,13 @@ def test_best_epoch_weights_are_kept(prepared, features, tmp_path):
     assert saved["best_epoch"] == result.best_epoch
     # With its calibration undone, the saved model scores the validation split exactly as the
     # best epoch did: those are the weights kept, not the last epoch's.
-    from components.training.ranker import _labels, _task_outputs, validation_criterion
+    from components.training.ranker import _task_outputs, read_labels, validation_criterion
 
     model = load_ranker(tmp_path / "m")
     for layer in _task_outputs(model).values():
         layer.scale.assign(1.0)
         layer.shift.assign(0.0)
-    labels = _labels(features["valid"], list(spec.task_names))
+    labels = read_labels(features["valid"], list(spec.task_names))
     criterion, _ = validation_criterion(spec, predict(model, features["valid"]), labels)
     assert criterion == pytest.approx(result.criterion[result.best_epoch - 1], rel=1e-5)
     if result.best_epoch < 4:
