@@ -416,7 +416,9 @@ def task_line(task: str, m: Mapping[str, Any]) -> str:
     oracle = m.get("oracle_auc")
     gap = f" (oracle {oracle:.4f}, gap {oracle - m['auc']:.4f})" if oracle is not None else ""
     given = f" | {m['given']}" if m.get("given") else ""
+    # What calibrated scores would show on these rows by chance: small splits are never near 0.
+    noise = f" (noise {m['ece_noise']:.4f})" if m.get("ece_noise") is not None else ""
     return (
         f"{task + given:<14} AUC {m['auc']:.4f}{gap}  log-loss {m['logloss']:.4f}  "
-        f"ECE {m['ece']:.4f}{ratio}"
+        f"ECE {m['ece']:.4f}{noise}{ratio}"
     )

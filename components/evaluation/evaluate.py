@@ -153,6 +153,7 @@ def binary_metrics(
         "auc_lower": m.auc_lower_bound(auc, labels, weights),
         "logloss": m.logloss(labels, scores, weights),
         "ece": m.expected_calibration_error(labels, scores, weights),
+        "ece_noise": m.ece_noise_floor(scores, weights),
         "calibration_ratio": m.calibration_ratio(labels, scores, weights),
         "pr_auc": m.average_precision(labels, scores, weights),
         "oracle_auc": m.auc(labels, truth, weights) if truth is not None else None,
@@ -363,8 +364,8 @@ def markdown_report(evaluation: Evaluation) -> str:
             "## Binary tasks",
             "",
             "| task | rows | positives | AUC | AUC 99% lower | oracle AUC | gap | GAUC | PR-AUC "
-            "| log-loss | ECE | Σp/Σy | product AUC |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| log-loss | ECE | ECE noise | Σp/Σy | product AUC |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for t in binary:
             v = t.metrics
@@ -374,7 +375,8 @@ def markdown_report(evaluation: Evaluation) -> str:
                 f"| {t.task} | {rows} | {t.positives} | {_fmt(v['auc'])} | {_fmt(v['auc_lower'])} "
                 f"| {_fmt(v['oracle_auc'])} | {_fmt(gap)} | {_fmt(v['gauc'])} "
                 f"| {_fmt(v['pr_auc'])} | {_fmt(v['logloss'])} | {_fmt(v['ece'])} "
-                f"| {_fmt(v['calibration_ratio'], 3)} | {_fmt(v.get('product_auc'))} |"
+                f"| {_fmt(v.get('ece_noise'))} | {_fmt(v['calibration_ratio'], 3)} "
+                f"| {_fmt(v.get('product_auc'))} |"
             )
     if regression:
         lines += [

@@ -40,6 +40,23 @@ def test_logloss_and_ece():
     assert m.expected_calibration_error(calibrated, np.clip(p * 2, 0, 1)) > 0.05
 
 
+def test_ece_noise_floor_is_what_calibrated_scores_show_by_chance():
+    rng = np.random.default_rng(3)
+    p = rng.beta(1.2, 8.0, 2_000)  # a 12% rate on a small test split
+    w = np.where(rng.random(p.size) < 0.3, 2.0, 1.0)
+    floor = m.ece_noise_floor(p, w)
+    chance = [
+        m.expected_calibration_error((rng.random(p.size) < p).astype(int), p, w) for _ in range(200)
+    ]
+    assert 0.01 < floor < 0.03
+    assert floor == pytest.approx(np.mean(chance), rel=0.1)
+    assert m.ece_noise_floor(p, w) == floor  # seeded
+    big = rng.beta(1.2, 8.0, 200_000)
+    assert m.ece_noise_floor(big) < floor / 5  # shrinks as 1 / sqrt(rows per bin)
+    with pytest.raises(ValueError, match="without NaN"):
+        m.ece_noise_floor(np.array([0.1, np.nan]))
+
+
 def test_metric_inputs_are_checked():
     with pytest.raises(ValueError, match="differ in length"):
         m.auc([0, 1], [0.5])
