@@ -130,7 +130,10 @@ def test_runs_fail_resume_gate_and_keep_their_history(tmp_path, capsys):
     assert list(summary["metrics"]) == ["ctr", "long_view", "dwell"]
     for task in ("ctr", "long_view"):
         m = summary["metrics"][task]
-        assert m["kind"] == "binary" and {"auc", "logloss", "ece", "gauc", "pr_auc"} <= set(m)
+        assert m["kind"] == "binary"
+        assert {"auc", "logloss", "ece", "ece_noise", "gauc", "pr_auc"} <= set(m)
+        # What calibrated scores would show on ~2,000 test rows by chance: well above 0.
+        assert 0.003 < m["ece_noise"] < 0.03, (task, m)
         assert 0.5 < m["auc"] <= m["oracle_auc"] + 0.03
         # A 20,000-row log, every default: calibrated (weighted metrics), and adding up as well
         # as the truth does on this test split (~150 clicks: Σy alone is ±8% by chance).
