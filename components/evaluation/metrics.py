@@ -164,6 +164,13 @@ class CalibrationBin:
     observed_rate: float
 
 
+def _equal_mass_bins(scores: np.ndarray, w: np.ndarray, bins: int) -> list[np.ndarray]:
+    """Row indices of up to ``bins`` equal-count bins of ``scores``, those with weight."""
+    order = np.argsort(scores, kind="stable")
+    chunks = np.array_split(order, min(bins, scores.size))
+    return [c for c in chunks if c.size and w[c].sum() > 0]
+
+
 def calibration_table(
     labels: np.ndarray,
     scores: np.ndarray,
@@ -177,11 +184,8 @@ def calibration_table(
     ``binary=False`` the "observed rate" is the mean target of a regression task."""
     labels, scores = _check(labels, scores, binary=binary)
     w = _weights(weights, labels.size)
-    order = np.argsort(scores, kind="stable")
     table = []
-    for chunk in np.array_split(order, min(bins, labels.size)):
-        if chunk.size == 0 or not w[chunk].sum() > 0:
-            continue
+    for chunk in _equal_mass_bins(scores, w, bins):
         s, y, cw = scores[chunk], labels[chunk], w[chunk]
         table.append(
             CalibrationBin(
@@ -221,12 +225,9 @@ def ece_noise_floor(
         raise ValueError("ece_noise_floor needs non-empty scores without NaN")
     w = _weights(weights, scores.size)
     rng = np.random.default_rng(seed)
-    order = np.argsort(scores, kind="stable")
     errors = np.zeros(draws)
     counted = 0
-    for chunk in np.array_split(order, min(bins, scores.size)):
-        if chunk.size == 0 or not w[chunk].sum() > 0:
-            continue
+    for chunk in _equal_mass_bins(scores, w, bins):
         s, cw = scores[chunk], w[chunk]
         drawn = rng.random((draws, chunk.size)) < np.clip(s, 0.0, 1.0)
         observed = drawn @ cw / cw.sum()

@@ -45,9 +45,10 @@ def _own_log(tmp_path, rows: int):
     from components.data.synthetic import SyntheticConfig, iter_chunks
 
     # The click rate this check was written against (7.4% of its test rows). At the generator's
-    # default intercept this small world clicks 12%: there, on 2,000 test rows, even the truth's
-    # own ECE is 0.015-0.021 (seeds 21-23), so the bound below would measure the split. Even at
-    # this intercept seeds 22 and 23 miss it (ctr ECE 0.019 / 0.024, long_view 0.022 / 0.041).
+    # default intercept this small world clicks 13% (12% of its test rows): there, on 2,000 test
+    # rows, even the truth's own ECE is 0.015-0.021 (seeds 21-23), so the bound below would
+    # measure the split. Even at this intercept seeds 22 and 23 miss it (ctr ECE 0.019 / 0.024,
+    # long_view 0.022 / 0.041).
     config = SyntheticConfig(rows=rows, seed=21, click_intercept=-2.9)
     frame = pd.concat(list(iter_chunks(config)), ignore_index=True)
     frame["w"] = np.where(frame["surface"] == "search", 2.0, 1.0)
