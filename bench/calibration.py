@@ -1,19 +1,18 @@
-"""Which calibrator: Platt, temperature or isotonic, each fitted on a run's validation split and
-judged on its test split, for every binary task.
+"""Which calibrator: beta, Platt, temperature or isotonic, each fitted on a run's validation
+split and judged on its test split, for every binary task.
 
     python -m bench.calibration [RUN_DIR ...]     # default: runs/latest
 
 A run directory is what ``rankflow run`` leaves (``make run``: ``runs/latest``; ``make
-bench-real``: ``build/bench-real/<log>/runs/latest``). The trained ranker serves Platt-calibrated
-probabilities; its training record holds the fitted (scale, shift), so the uncalibrated logit is
-recovered exactly and every calibrator starts from the same scores. A given task is fitted and
+bench-real``: ``build/bench-real/<log>/runs/latest``). The trained ranker serves beta-calibrated
+probabilities; with its calibration set to the identity it scores what calibration was fitted
+on, so every calibrator starts from the same scores. A given task is fitted and
 judged on its given task's positives, as the training and evaluation steps do.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -72,11 +71,12 @@ def compare(
     valid: Scores, test: Scores, *, served: np.ndarray | None = None
 ) -> dict[str, dict[str, float]]:
     """Each calibrator fitted on ``valid``, judged on ``test``: ECE, log-loss, Σp/Σy.
-    ``served``: what the ranker itself serves on the test rows (Platt, its shift then set so the
+    ``served``: what the ranker itself serves on the test rows (beta, its shift then set so the
     mean matches train and valid pooled), judged beside them."""
     from components.evaluation import metrics as m
-    from components.training.ranker import fit_platt
+    from components.training.ranker import fit_beta, fit_platt
 
+    beta = fit_beta(_sigmoid(valid.z), valid.y, valid.w)
     a, b = fit_platt(valid.z, valid.y, valid.w)
     t, _ = fit_platt(valid.z, valid.y, valid.w, shift=False)
     isotonic = fit_isotonic(valid.z, valid.y, valid.w)
@@ -85,6 +85,9 @@ def compare(
         "none": _sigmoid(test.z),
         "temperature": _sigmoid(t * test.z),
         "platt": _sigmoid(a * test.z + b),
+        "beta": _sigmoid(
+            beta[0] * np.log(_sigmoid(test.z)) - beta[1] * np.log(_sigmoid(-test.z)) + beta[2]
+        ),
         "isotonic": isotonic(test.z),
     }
     return {
@@ -112,9 +115,9 @@ def _artifacts(run_dir: Path) -> dict[str, Path]:
 
 def measure(run_dir: Path) -> dict[str, dict[str, object]]:
     from components.training.ranker import (
-        TRAINING_RECORD,
         label_columns,
         read_labels,
+        reset_calibration,
         sample_weights,
     )
     from rankflow.core.artifacts import load_ranker, predict
@@ -122,13 +125,14 @@ def measure(run_dir: Path) -> dict[str, dict[str, object]]:
 
     paths = _artifacts(run_dir)
     spec = DatasetSpec.load(paths["spec"])
-    record = json.loads((paths["ranker"] / TRAINING_RECORD).read_text())
-    model = load_ranker(paths["ranker"])
+    served_model, model = load_ranker(paths["ranker"]), load_ranker(paths["ranker"])
+    reset_calibration(model)
     splits: dict[str, Mapping[str, np.ndarray]] = {}
     for split in ("valid", "test"):
         labels = read_labels(paths[split], label_columns(spec))
         splits[split] = {
-            "predictions": predict(model, paths[split]),
+            "served": predict(served_model, paths[split]),
+            "raw": predict(model, paths[split]),
             "labels": labels,
             "weights": sample_weights(spec, labels),
         }
@@ -136,13 +140,12 @@ def measure(run_dir: Path) -> dict[str, dict[str, object]]:
     for task in spec.tasks:
         if task.kind != "binary":
             continue
-        fitted = record["calibration"][task.name]
         scores, served = {}, {}
         for split, data in splits.items():
             keep = data["weights"][task.name] > 0
-            served[split] = data["predictions"][task.name][keep]
+            served[split] = data["served"][task.name][keep]
             scores[split] = Scores(
-                (_logit(served[split]) - fitted["shift"]) / fitted["scale"],
+                _logit(data["raw"][task.name][keep]),
                 data["labels"][task.name][keep],
                 data["weights"][task.name][keep],
             )
@@ -182,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(
         f"Measured on {datetime.date.today().isoformat()} with `python -m bench.calibration {runs}`"
         " (fitted on each run's validation split, judged on its test split; `served`: what the"
-        " ranker serves, Platt with its mean set to train and valid pooled).\n\n" + render(results)
+        " ranker serves, beta calibration with its mean set to train and valid pooled).\n\n"
+        + render(results)
     )
     return 0
 

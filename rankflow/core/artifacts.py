@@ -128,13 +128,22 @@ def split_loader(path: Path, *, batch_size: int, shuffle: bool) -> Any:  # -> mm
     )
 
 
-def predict(model: Any, data_path: Path, *, batch_size: int = 8192) -> dict[str, np.ndarray]:
-    """Scores per task for every row of a processed split, in file order."""
+def predict(
+    model: Any, data_path: Path, *, batch_size: int = 8192, stride: int = 1
+) -> dict[str, np.ndarray]:
+    """Scores per task for every row of a processed split, in file order. With ``stride`` > 1
+    only every stride-th batch is scored (an even sample through the file); the other rows are
+    NaN."""
     from rankflow.core.tasks import target_columns
 
     loader = split_loader(data_path, batch_size=batch_size, shuffle=False)
     outputs: dict[str, list[np.ndarray]] = {}
-    for inputs, _targets in loader:
+    for index, (inputs, _targets) in enumerate(loader):
+        if index % stride:
+            rows = int(next(iter(inputs.values())).shape[0])
+            for parts in outputs.values():
+                parts.append(np.full(rows, np.nan, dtype=parts[0].dtype))
+            continue
         result = model(inputs, training=False)
         if not isinstance(result, Mapping):
             result = {target_columns(loader.input_schema)[0]: result}

@@ -53,11 +53,12 @@ class TaskOutput(_task_output_base()):  # type: ignore[misc]
     regression target is standardised -- after ``log1p`` when asked -- so its loss is on the same
     scale whatever the unit.
 
-    Serving: a binary probability goes through Platt scaling on its logit
-    (``sigmoid(scale * logit(p) + shift)``); a regression prediction goes back to the target's own
-    unit (de-standardised, ``expm1`` after ``log1p``), then ``scale * y + shift``. ``scale`` and
-    ``shift`` are fitted on the validation split after training (identity until then), so online
-    scores are calibrated by the SavedModel itself.
+    Serving: a binary probability goes through beta calibration,
+    ``sigmoid(scale * logit(p) - curvature * (log p + log(1 - p)) + shift)`` -- Platt scaling when
+    ``curvature`` is 0, or absent (``beta`` off: rankers saved before it have none); a regression
+    prediction goes back to the target's own unit (de-standardised, ``expm1`` after ``log1p``),
+    then ``scale * y + shift``. The calibration weights are fitted on the validation split after
+    training (identity until then), so online scores are calibrated by the SavedModel itself.
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class TaskOutput(_task_output_base()):  # type: ignore[misc]
         target_mean: float = 0.0,
         target_std: float = 1.0,
         transform: str | None = None,
+        beta: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -80,6 +82,16 @@ class TaskOutput(_task_output_base()):  # type: ignore[misc]
         )
         self.shift = self.add_weight(
             name="calibration_shift", shape=(), initializer="zeros", trainable=False
+        )
+        # Off by default: rankers saved before beta calibration have no such weight in their
+        # checkpoint, and their configs (without "beta") must still load.
+        self.beta = bool(beta)
+        self.curvature = (
+            self.add_weight(
+                name="calibration_curvature", shape=(), initializer="zeros", trainable=False
+            )
+            if self.beta
+            else None
         )
 
     def call(
@@ -114,11 +126,14 @@ class TaskOutput(_task_output_base()):  # type: ignore[misc]
 
     def serve(self, inputs: tf.Tensor) -> tf.Tensor:
         """The served value of a raw head output (also what calibration is fitted on, with
-        identity scale and shift)."""
+        identity calibration weights)."""
         if self.kind == "binary":
             p = tf.clip_by_value(inputs, _PROBABILITY_EPS, 1.0 - _PROBABILITY_EPS)
-            logit = tf.math.log(p) - tf.math.log1p(-p)
-            return tf.sigmoid(self.scale * logit + self.shift)
+            log_p, log_q = tf.math.log(p), tf.math.log1p(-p)
+            logit = self.scale * (log_p - log_q) + self.shift
+            if self.curvature is not None:
+                logit -= self.curvature * (log_p + log_q)
+            return tf.sigmoid(logit)
         value = inputs * self.target_std + self.target_mean
         if self.transform == "log1p":
             value = tf.math.expm1(value)
@@ -135,4 +150,5 @@ class TaskOutput(_task_output_base()):  # type: ignore[misc]
             "target_mean": self.target_mean,
             "target_std": self.target_std,
             "transform": self.transform,
+            "beta": self.beta,
         }

@@ -44,11 +44,13 @@ def test_compare_judges_every_calibrator_on_the_test_rows():
     valid, test = _overconfident(2), _overconfident(3)
     served = 1.0 / (1.0 + np.exp(-test.z))
     result = compare(valid, test, served=served)
-    assert list(result) == ["served", "none", "temperature", "platt", "isotonic"]
+    assert list(result) == ["served", "none", "temperature", "platt", "beta", "isotonic"]
     assert result["served"] == result["none"]  # the same probabilities, judged the same way
     assert result["platt"]["ece"] < 0.2 * result["none"]["ece"]
     assert result["platt"]["logloss"] < result["none"]["logloss"]
     assert result["platt"]["calibration_ratio"] == pytest.approx(1.0, abs=0.05)
+    # Logit-linear overconfidence is within beta's family too.
+    assert result["beta"]["ece"] < 0.2 * result["none"]["ece"]
 
 
 def test_a_directory_without_a_trained_ranker_is_refused_in_one_line(tmp_path):

@@ -13,7 +13,12 @@ from kfp import dsl
 from components.data.component import prepare_data as prepare_component
 from components.data.prepare import prepare_data
 from components.data.split import SplitConfig
-from components.data.synthetic import SyntheticConfig, iter_chunks, synthetic_spec
+from components.data.synthetic import (
+    SyntheticConfig,
+    iter_chunks,
+    iter_later_chunks,
+    synthetic_spec,
+)
 from components.data.validate import DataValidationError, validate_log
 from components.evaluation.metrics import auc
 from rankflow.core.errors import ConfigError
@@ -70,6 +75,26 @@ def test_click_intercept_sets_the_click_rate():
     pd.testing.assert_series_equal(rarer["long_view"], default["long_view"])
     with pytest.raises(ConfigError, match="click_intercept must be within"):
         SyntheticConfig(click_intercept=float("nan"))
+
+
+def test_later_chunks_continue_the_same_world_without_repeating_the_log():
+    """Rows after the log's end: the same users and ads (their attributes agree), later
+    timestamps, no row of the log again, and the same rows on every call."""
+    config = SyntheticConfig(rows=5_000, seed=9)
+    log = _log(config)
+    later = pd.concat(list(iter_later_chunks(config, 3_000)), ignore_index=True)
+    assert len(later) == 3_000
+    assert later["event_ts"].min() > log["event_ts"].max()
+    for entity, attribute in (("user_id", "user_interest"), ("ad_id", "ad_category")):
+        both = pd.concat([log, later])[[entity, attribute]].drop_duplicates()
+        assert both[entity].is_unique  # one attribute per user / ad across the two
+        assert later[entity].isin(log[entity]).mean() > 0.9
+    # Its own random stream: not the log's draws again (as chunk 0's stream would give).
+    assert (later["user_id"].to_numpy()[:1000] != log["user_id"].to_numpy()[:1000]).mean() > 0.5
+    again = pd.concat(list(iter_later_chunks(config, 3_000)), ignore_index=True)
+    pd.testing.assert_frame_equal(later, again)
+    with pytest.raises(ConfigError, match="later rows must be >= 1"):
+        next(iter_later_chunks(config, 0))
 
 
 def test_every_task_has_signal_a_constant_cannot_pass():

@@ -7,16 +7,19 @@ import numpy as np
 import pytest
 from kfp import dsl
 
+from components.evaluation.metrics import expected_calibration_error
 from components.training.component import train_ranker as train_component
 from components.training.ranker import (
     ARCHITECTURES,
     MIN_STEPS,
+    Calibration,
     RankerConfig,
-    _task_outputs,
     build_ranker,
     fit_calibration,
+    fit_platt,
     parse_sizes,
     plan_budget,
+    task_outputs,
 )
 from rankflow.core.artifacts import load_ranker, predict, save_ranker
 from rankflow.core.spec import DatasetSpec
@@ -45,11 +48,19 @@ def test_fit_one_step_save_reload_same_predictions(architecture, features, tmp_p
     assert np.isfinite(history.history["loss"][0])
 
     # Calibration weights set after training travel inside the SavedModel: the reloaded model
-    # serves sigmoid(scale * logit(p) + shift) for a binary task, scale * y + shift for dwell.
+    # serves beta calibration for a binary task (Calibration.apply is its numpy mirror),
+    # scale * y + shift for dwell.
     raw = predict(model, features["test"])
-    layers = _task_outputs(model)
+    # Every third 64-row batch scored, in place; the rows between are NaN.
+    strided = predict(model, features["test"], batch_size=64, stride=3)["click"]
+    scored = (np.arange(strided.size) // 64) % 3 == 0
+    assert strided.size == raw["click"].size and (~scored).any()
+    assert np.isnan(strided[~scored]).all()
+    np.testing.assert_allclose(strided[scored], raw["click"][scored], rtol=1e-6)
+    layers = task_outputs(model)
     layers["click"].scale.assign(2.0)
     layers["click"].shift.assign(-0.5)
+    layers["click"].curvature.assign(0.7)
     layers["dwell_seconds"].scale.assign(3.0)
     layers["dwell_seconds"].shift.assign(1.0)
     save_ranker(model, tmp_path / "model")
@@ -60,9 +71,12 @@ def test_fit_one_step_save_reload_same_predictions(architecture, features, tmp_p
         np.testing.assert_allclose(before[task], after[task], rtol=1e-6, atol=1e-7)
     for task in ("click", "conversion", "long_view"):
         assert ((before[task] > 0) & (before[task] < 1)).all()
-    p = np.clip(raw["click"], 1e-6, 1 - 1e-6)
-    expected = 1 / (1 + np.exp(-(2.0 * np.log(p / (1 - p)) - 0.5)))
+    p = np.clip(raw["click"].astype(np.float64), 1e-6, 1 - 1e-6)
+    # a log p - b log(1 - p) + c with a = scale - curvature, b = scale + curvature.
+    expected = 1 / (1 + np.exp(-(1.3 * np.log(p) - 2.7 * np.log1p(-p) - 0.5)))
     np.testing.assert_allclose(after["click"], expected, rtol=1e-4, atol=1e-6)
+    mirror = Calibration(2.0, -0.5, 0.7).apply("binary", raw["click"].astype(np.float64))
+    np.testing.assert_allclose(after["click"], mirror, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(after["dwell_seconds"], 3.0 * raw["dwell_seconds"] + 1.0, rtol=1e-5)
     np.testing.assert_allclose(after["long_view"], raw["long_view"], rtol=1e-6)
 
@@ -185,20 +199,95 @@ def test_platt_calibration_recovers_a_known_distortion():
     labels = (rng.random(truth.size) < truth).astype(float)
     logit = np.log(truth / (1 - truth))
     distorted = 1 / (1 + np.exp(-(0.5 * logit - 1.0)))
-    scale, shift = fit_calibration("binary", distorted, labels, np.ones(truth.size))
-    assert scale == pytest.approx(2.0, rel=0.1) and shift == pytest.approx(2.0, rel=0.15)
-    # With a pooled mean, the scale stays the validation split's and the calibrated values
+    fitted = fit_calibration("binary", distorted, labels, np.ones(truth.size))
+    assert fitted.scale == pytest.approx(2.0, rel=0.1)
+    assert fitted.shift == pytest.approx(2.0, rel=0.15)
+    assert abs(fitted.curvature) < 0.1 * fitted.scale  # a Platt-shaped distortion: ~Platt
+    # With a pooled mean, the shape stays the validation split's and the calibrated values
     # average that mean instead of the split's own (noisy) rate.
-    scale2, shift2 = fit_calibration(
+    pooled = fit_calibration(
         "binary", distorted, labels, np.ones(truth.size), mean=labels.mean() * 1.1
     )
-    calibrated = 1 / (1 + np.exp(-(scale2 * np.log(distorted / (1 - distorted)) + shift2)))
-    assert scale2 == scale and calibrated.mean() == pytest.approx(labels.mean() * 1.1, rel=1e-6)
+    assert (pooled.scale, pooled.curvature) == (fitted.scale, fitted.curvature)
+    calibrated = pooled.apply("binary", distorted)
+    assert calibrated.mean() == pytest.approx(labels.mean() * 1.1, rel=1e-6)
     # Regression: least squares in the target's unit.
     values = rng.normal(10, 3, 5000)
-    assert fit_calibration("regression", values, 2 * values + 1, np.ones(5000)) == pytest.approx(
-        (2.0, 1.0)
+    line = fit_calibration("regression", values, 2 * values + 1, np.ones(5000))
+    assert (line.scale, line.shift, line.curvature) == pytest.approx((2.0, 1.0, 0.0))
+
+
+def test_beta_calibration_bends_where_platt_cannot():
+    """Scores overconfident at the low end and underconfident at the top (one slope in log p,
+    another in log(1 - p)): Platt's single slope leaves an ECE it can't remove, beta recovers
+    the truth. A fit that would not be monotone falls back to Platt."""
+    rng = np.random.default_rng(1)
+    truth = 1 / (1 + np.exp(-rng.normal(-1.0, 1.2, 60_000)))
+    labels = (rng.random(truth.size) < truth).astype(float)
+    # truth = sigmoid(0.5 log s - 2 log(1 - s) + 0.3) for these scores s.
+    grid = np.linspace(1e-4, 1 - 1e-4, 20_001)
+    curve = 1 / (1 + np.exp(-(0.5 * np.log(grid) - 2.0 * np.log1p(-grid) + 0.3)))
+    scores = np.interp(truth, curve, grid)
+    ones = np.ones(truth.size)
+    beta = fit_calibration("binary", scores, labels, ones)
+    a, b = beta.scale - beta.curvature, beta.scale + beta.curvature
+    assert (a, b, beta.shift) == pytest.approx((0.5, 2.0, 0.3), abs=0.1)
+    scale, shift = fit_platt(np.log(scores) - np.log1p(-scores), labels, ones)
+    platt = 1 / (1 + np.exp(-(scale * np.log(scores / (1 - scores)) + shift)))
+    ece = expected_calibration_error
+    assert ece(labels, beta.apply("binary", scores)) < 0.5 * ece(labels, platt)
+    # Scores that fall as the rate rises at the top: beta's b would be negative.
+    bent = np.where(truth > 0.5, 1.2 - truth, truth)
+    fallback = fit_calibration("binary", bent, labels, ones)
+    assert fallback.curvature == 0.0
+
+
+def test_a_head_configured_before_beta_calibration_serves_platt():
+    """A ranker saved before beta calibration has no curvature weight in its checkpoint: its
+    head's config (no "beta") builds none, so it still loads (checked by hand on such a store
+    version), and serves Platt scaling; a curvature can't be set on it."""
+    import tensorflow as tf
+
+    from components.training.ranker import set_calibration
+    from rankflow.core.errors import ConfigError
+    from rankflow.core.layers import TaskOutput
+
+    config = TaskOutput("binary", beta=True, name="click_post").get_config()
+    del config["beta"]
+    layer = TaskOutput.from_config(config)
+    assert layer.curvature is None
+    set_calibration(layer, Calibration(2.0, -0.5))
+    p = np.array([[0.1], [0.6]])
+    served = layer.serve(tf.constant(p, dtype=tf.float32)).numpy()
+    np.testing.assert_allclose(served, Calibration(2.0, -0.5).apply("binary", p), rtol=1e-5)
+    with pytest.raises(ConfigError, match="no curvature weight"):
+        set_calibration(layer, Calibration(curvature=0.3))
+
+
+def test_regression_calibration_keeps_a_slope_only_where_the_rows_show_one():
+    """~150 rows of a heavy-tailed target: a least-squares slope well away from 1 is noise
+    there (its robust standard error is large), so the scale stays 1; 20,000 rows with a true
+    slope of 1.3 show theirs. Given the predictions' mean over more rows, the shift maps that
+    mean onto ``mean``."""
+    rng = np.random.default_rng(4)
+
+    def rows(n: int, slope: float) -> tuple[np.ndarray, np.ndarray]:
+        predicted = rng.lognormal(3.0, 0.6, n)
+        return predicted, rng.gamma(1.0, slope * predicted)  # exponential noise: heavy-tailed
+
+    small_p, small_y = rows(150, 1.0)
+    assert abs(np.polyfit(small_p, small_y, 1)[0] - 1.0) > 0.15  # what plain least squares says
+    fitted = fit_calibration("regression", small_p, small_y, np.ones(150))
+    assert fitted.scale == 1.0
+    assert fitted.shift == pytest.approx(small_y.mean() - small_p.mean())
+    large_p, large_y = rows(20_000, 1.3)
+    assert fit_calibration("regression", large_p, large_y, np.ones(20_000)).scale == pytest.approx(
+        1.3, abs=0.05
     )
+    fitted = fit_calibration(
+        "regression", small_p, small_y, np.ones(150), mean=30.0, mean_prediction=25.0
+    )
+    assert (fitted.scale, fitted.shift) == (1.0, pytest.approx(5.0))
 
 
 def test_given_task_trains_only_on_the_given_positives(prepared, features):
@@ -264,12 +353,10 @@ def test_best_epoch_weights_are_kept(prepared, features, tmp_path):
     assert saved["best_epoch"] == result.best_epoch
     # With its calibration undone, the saved model scores the validation split exactly as the
     # best epoch did: those are the weights kept, not the last epoch's.
-    from components.training.ranker import _task_outputs, read_labels, validation_criterion
+    from components.training.ranker import read_labels, reset_calibration, validation_criterion
 
     model = load_ranker(tmp_path / "m")
-    for layer in _task_outputs(model).values():
-        layer.scale.assign(1.0)
-        layer.shift.assign(0.0)
+    reset_calibration(model)
     labels = read_labels(features["valid"], list(spec.task_names))
     criterion, _ = validation_criterion(spec, predict(model, features["valid"]), labels)
     assert criterion == pytest.approx(result.criterion[result.best_epoch - 1], rel=1e-5)

@@ -4,12 +4,18 @@ history, a failed step's own error, --resume, and the gates."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from components.data.synthetic import SyntheticConfig, iter_chunks, iter_later_chunks
+from components.evaluation.metrics import calibration_ratio, expected_calibration_error
 from pipelines.local import format_summary
 from pipelines.ranking import STEPS
 from rankflow.cli import main
+from serving.scorer import RankerScorer
 from tests.conftest import terminal_lines
 
 
@@ -38,25 +44,47 @@ slices: [surface]
 """
 
 
-def _own_log(tmp_path, rows: int):
-    import numpy as np
-    import pandas as pd
+#: The world of another team's 20,000-row log. Its intercept gives the click rate this check was
+#: written against (7.4% of its test rows; the generator's default clicks 13% in a world this
+#: small).
+OWN_WORLD = SyntheticConfig(rows=20_000, seed=21, click_intercept=-2.9)
 
-    from components.data.synthetic import SyntheticConfig, iter_chunks
 
-    # The click rate this check was written against (7.4% of its test rows). At the generator's
-    # default intercept this small world clicks 13% (12% of its test rows): there, on 2,000 test
-    # rows, even the truth's own ECE is 0.015-0.021 (seeds 21-23), so the bound below would
-    # measure the split. Even at this intercept seeds 22 and 23 miss it (ctr ECE 0.019 / 0.024,
-    # long_view 0.022 / 0.041).
-    config = SyntheticConfig(rows=rows, seed=21, click_intercept=-2.9)
-    frame = pd.concat(list(iter_chunks(config)), ignore_index=True)
+def _own_frame(chunks) -> pd.DataFrame:
+    frame = pd.concat(list(chunks), ignore_index=True)
     frame["w"] = np.where(frame["surface"] == "search", 2.0, 1.0)
+    return frame
+
+
+def _own_log(tmp_path):
     log = tmp_path / "own.parquet"
+    frame = _own_frame(iter_chunks(OWN_WORLD))
     frame.drop(columns=["conversion", "p_conversion", "ad_id"]).to_parquet(log, index=False)
     spec = tmp_path / "own.yaml"
     spec.write_text(OWN_SPEC)
     return log, spec
+
+
+def _judge_on_later_rows(version: Path) -> None:
+    """The published model on 100,000 later rows of the log's world: calibrated, and adding up.
+
+    On the log's own ~2,000 test rows this can't be judged: perfectly calibrated scores show an
+    ECE of 0.015-0.025 there by chance (its ``ece_noise``), and ~150 clicks' Σy is itself +-8%.
+    Seeds 21-24 of this world, 200,000 such rows: ctr ECE 0.002-0.007, long_view 0.007-0.018;
+    Σp/Σy 0.96-1.05 for every task. On their test splits: ctr ECE 0.012-0.021, long_view
+    0.019-0.033, dwell Σŷ/Σy 0.88-1.13.
+    """
+    later = _own_frame(iter_later_chunks(OWN_WORLD, 100_000))
+    drop = json.loads((version / "rankflow.json").read_text())["drop"]
+    scores = RankerScorer(version / "workflow", version / "ranker", targets=drop).score(later)
+    w = later["w"].to_numpy(np.float64)
+    for task, column in (("ctr", "click"), ("long_view", "long_view")):
+        y, p = later[column].to_numpy(np.int32), scores[task]
+        assert expected_calibration_error(y, p, w) <= 0.02, task
+        assert abs(calibration_ratio(y, p, w) - 1.0) <= 0.05, task
+    clicked = later["click"].to_numpy() == 1
+    dwell = later["dwell_seconds"].to_numpy(np.float64, na_value=np.nan)[clicked]
+    assert abs(calibration_ratio(dwell, scores["dwell"][clicked], w[clicked]) - 1.0) <= 0.05
 
 
 @pytest.mark.slow
@@ -107,7 +135,7 @@ def test_runs_fail_resume_gate_and_keep_their_history(tmp_path, capsys):
     assert json.loads((first / "run.json").read_text())["status"] == "succeeded"
     capsys.readouterr()
 
-    log, spec = _own_log(tmp_path, 20_000)
+    log, spec = _own_log(tmp_path)
     assert (
         _run(
             runs,
@@ -136,16 +164,17 @@ def test_runs_fail_resume_gate_and_keep_their_history(tmp_path, capsys):
         # What calibrated scores would show on ~2,000 test rows by chance: well above 0.
         assert 0.003 < m["ece_noise"] < 0.03, (task, m)
         assert 0.5 < m["auc"] <= m["oracle_auc"] + 0.03
-        # A 20,000-row log, every default: calibrated (weighted metrics), and adding up as well
-        # as the truth does on this test split (~150 clicks: Σy alone is ±8% by chance).
-        assert m["ece"] <= 0.02, (task, m)
+        # Within what chance gives calibrated scores on this split, and adding up as well as
+        # the truth does on it (~150 clicks: Σy alone is ±8% by chance); judged on later rows
+        # below.
+        assert m["ece"] <= 2 * m["ece_noise"], (task, m)
         assert abs(m["calibration_ratio"] - m["oracle_calibration_ratio"]) <= 0.05, (task, m)
     assert set(summary["metrics"]["ctr"]["slices"]["surface"]) == {"homefeed", "search", "related"}
     dwell = summary["metrics"]["dwell"]
     assert dwell["kind"] == "regression" and dwell["given"] == "ctr"
     assert dwell["bayes_rmse"] <= dwell["rmse"] < dwell["mean_rmse"]
-    # ~150 clicked test rows: their Σy alone is several percent off its expectation by chance.
-    assert abs(dwell["calibration_ratio"] - dwell["oracle_calibration_ratio"]) <= 0.05, dwell
+    # Its Σŷ/Σy is judged on later rows: on ~150 clicked test rows the model's error alone
+    # (RMSE ~28 s around a ~30 s mean) moves it by ±6% against the truth's.
     budget = summary["training"]["budget"]
     assert budget["source"] == dict.fromkeys(("batch_size", "epochs", "learning_rate"), "derived")
     assert summary["blessed"] is True, summary["blessing_reasons"]
@@ -160,6 +189,7 @@ def test_runs_fail_resume_gate_and_keep_their_history(tmp_path, capsys):
     assert (serving["version"], serving["grpc_port"]) == (1, None)
     assert serving["model_store"] == str(store)
     assert (store / "rankflow" / "1" / "ranker" / "saved_model.pb").is_file()
+    _judge_on_later_rows(store / "rankflow" / "1")
     assert set(STEPS) <= set(summary["timings_s"])
     assert all(v > 0 for v in summary["timings_s"].values())
     assert (second / "pipeline.yaml").is_file()
