@@ -37,6 +37,16 @@ class DeployConfig:
     triton_url: str = ""
     load_timeout_s: float = 300.0
     keep_versions: int = 5
+    #: How long a deploy or rollback waits for another writer's store lock.
+    lock_timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class JudgedAgainst:
+    """The version that served when a candidate was judged (``None``: none served). A deploy
+    given one is a compare-and-swap: it publishes only while that version still serves."""
+
+    version: int | None
 
 
 @dataclass(frozen=True)
@@ -180,12 +190,45 @@ def _switch(
     )
 
 
-def deploy(repository: str | Path, endpoint: str, *, config: DeployConfig) -> DeployResult:
-    """Publish ``repository`` as the next version of ``endpoint`` and serve it."""
+def deploy(
+    repository: str | Path,
+    endpoint: str,
+    *,
+    config: DeployConfig,
+    judged_against: JudgedAgainst | None = None,
+) -> DeployResult:
+    """Publish ``repository`` as the next version of ``endpoint`` and serve it, holding the
+    store's writer lock throughout; with ``judged_against``, only if that version still serves."""
     store = ModelStore(config.model_store, keep=config.keep_versions)
     try:
         # The repository holds pickles and python code Triton will run: only the one exported.
+        # Checked before the lock, which creates the store: a refused repository leaves no trace.
         integrity.verify(repository)
+    except (OSError, IntegrityError) as err:
+        raise DeployError(f"cannot publish {repository} as {endpoint!r}: {err}") from err
+    try:
+        with store.locked(timeout_s=config.lock_timeout_s):
+            if judged_against is not None:
+                serving = store.serving_version(endpoint)
+                if serving != judged_against.version:
+                    raise DeployError(
+                        f"{endpoint!r} now serves {_named(serving)}; this candidate was judged "
+                        f"against {_named(judged_against.version)}: judge it again against "
+                        f"{_named(serving)} (nothing was published)"
+                    )
+            return _deploy_locked(store, Path(repository), endpoint, config)
+    except StoreError as err:
+        raise DeployError(str(err)) from err
+
+
+def _named(version: int | None) -> str:
+    return "no version" if version is None else f"version {version}"
+
+
+def _deploy_locked(
+    store: ModelStore, repository: Path, endpoint: str, config: DeployConfig
+) -> DeployResult:
+    try:
         version = store.publish(repository, endpoint)
     except (StoreError, OSError, IntegrityError) as err:
         raise DeployError(f"cannot publish {repository} as {endpoint!r}: {err}") from err
@@ -206,8 +249,9 @@ def rollback(endpoint: str, *, config: DeployConfig) -> DeployResult:
     """Serve the version deployed before the current one again."""
     store = ModelStore(config.model_store, keep=config.keep_versions)
     try:
-        version = store.previous_version(endpoint)
-        store.verify(endpoint, version)
+        with store.locked(timeout_s=config.lock_timeout_s):
+            version = store.previous_version(endpoint)
+            store.verify(endpoint, version)
+            return _switch(store, endpoint, version, action="rollback", config=config)
     except StoreError as err:
         raise DeployError(str(err)) from err
-    return _switch(store, endpoint, version, action="rollback", config=config)

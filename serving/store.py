@@ -15,11 +15,15 @@ renamed into place: a killed deploy leaves the store serving what it served befo
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 EXPORTED_CONFIG = "exported.pbtxt"
 ROLLOUT = "rollout.json"
+#: The store's writer lock: one deploy, rollback or prune at a time (see ModelStore.locked).
+LOCK_FILE = ".rankflow.lock"
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,44 @@ class ModelStore:
         )
 
     # -- writing ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self, *, timeout_s: float = 600.0, poll_s: float = 0.2) -> Iterator[None]:
+        """Hold the store's writer lock: an exclusive ``flock`` on ``<store>/.rankflow.lock``.
+
+        Two runs deploying at once otherwise race on version numbers and on the rollout state,
+        and "check what serves, then deploy" is a check-then-act race. flock is advisory and
+        released by the kernel when its holder dies, so a killed deploy never wedges the store;
+        on a cluster the store is a ReadWriteMany volume, and Linux's NFS client turns flock
+        into an NFS byte-range lock the server arbitrates.
+        The holder's pid and purpose are written into the file for the error a waiter sees.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK_FILE
+        handle = path.open("a+")
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        handle.seek(0)
+                        holder = handle.read().strip() or "unknown"
+                        raise StoreError(
+                            f"the model store {self.root} is locked by another writer ({holder}) "
+                            f"for over {timeout_s:.0f} s: let it finish or stop it; the lock goes "
+                            "with its process"
+                        ) from None
+                    time.sleep(poll_s)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()  # releases the lock
+
     def publish(self, repository: str | Path, endpoint: str) -> int:
         """Copy the repository's models in as the next version; nothing serves it yet."""
         repository = Path(repository)

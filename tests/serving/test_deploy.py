@@ -19,6 +19,7 @@ from rankflow.core import integrity
 from serving.deploy import (
     DeployConfig,
     DeployError,
+    JudgedAgainst,
     LocalServer,
     deploy,
     local_server,
@@ -89,6 +90,67 @@ def test_deploy_without_a_server_only_publishes(repository, tmp_path):
     assert (result.version, result.previous, result.servers) == (1, None, ())
     assert result.grpc_url is None
     assert local_server(tmp_path / "s") is None
+
+
+#: One deploy in its own process, judged against "nothing serves": prints "ready" once imported,
+#: then its result or its error.
+RACER = """
+import sys
+from serving.deploy import DeployConfig, DeployError, JudgedAgainst, deploy
+print("ready", flush=True)
+try:
+    result = deploy(sys.argv[1], "rankflow", config=DeployConfig(model_store=sys.argv[2]),
+                    judged_against=JudgedAgainst(None))
+except DeployError as err:
+    print(f"error: {err}", flush=True)
+    sys.exit(3)
+print(f"deployed {result.version}", flush=True)
+"""
+
+
+def test_two_concurrent_deploys_leave_one_winner_and_a_clear_error(repository, tmp_path):
+    """Both judged against an empty endpoint, both waiting on the store lock when it frees: one
+    publishes version 1, the other sees it serving and publishes nothing."""
+    root = tmp_path / "s"
+    store = ModelStore(root)
+    with store.locked():
+        racers = [
+            subprocess.Popen(
+                [sys.executable, "-c", RACER, str(repository), str(root)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        assert [r.stdout.readline().strip() for r in racers] == ["ready", "ready"]
+        time.sleep(1.0)  # both are inside deploy(), at the lock
+    outcomes = sorted((r.wait(timeout=120), r.stdout.read().strip()) for r in racers)
+    assert outcomes[0] == (0, "deployed 1"), outcomes
+    assert outcomes[1] == (
+        3,
+        "error: 'rankflow' now serves version 1; this candidate was judged against no version: "
+        "judge it again against version 1 (nothing was published)",
+    ), outcomes
+    assert store.versions("rankflow") == [1] and store.serving_version("rankflow") == 1
+    # Judged against the version that serves: published and served.
+    result = deploy(
+        repository,
+        "rankflow",
+        config=DeployConfig(model_store=str(root)),
+        judged_against=JudgedAgainst(1),
+    )
+    assert (result.version, result.previous) == (2, 1)
+
+
+def test_a_deploy_waits_for_the_store_lock_and_names_its_holder(repository, tmp_path):
+    root = tmp_path / "s"
+    config = DeployConfig(model_store=str(root), lock_timeout_s=0.5)
+    held = rf"locked by another writer \(pid {os.getpid()} "
+    with ModelStore(root).locked(), pytest.raises(DeployError, match=held):
+        deploy(repository, "rankflow", config=config)
+    assert ModelStore(root).versions("rankflow") == []  # nothing half-written
+    assert deploy(repository, "rankflow", config=config).version == 1  # and free again
 
 
 def test_tampered_repository_or_store_version_is_refused(repository, tmp_path):
