@@ -736,5 +736,5 @@ def calibrate(
         )
         set_calibration(layer, fitted_task)
         fitted[task.name] = fitted_task
-    logger.info("calibration (scale, shift): %s", fitted)
+    logger.info("calibration: %s", fitted)
     return fitted
