@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rankflow.core import integrity
-from rankflow.core.errors import DeployError, IntegrityError, StoreError
+from rankflow.core.contract import contract_changes
+from rankflow.core.errors import DeployError, ExportError, IntegrityError, StoreError
 from rankflow.core.io import atomic_write_text
-from serving.store import ModelStore
+from serving.store import ModelStore, repository_contract
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class DeployConfig:
     keep_versions: int = 5
     #: How long a deploy or rollback waits for another writer's store lock.
     lock_timeout_s: float = 600.0
+    #: Serve a candidate whose contract breaks the serving version's clients anyway.
+    allow_contract_change: bool = False
 
 
 @dataclass(frozen=True)
@@ -216,9 +219,33 @@ def deploy(
                         f"against {_named(judged_against.version)}: judge it again against "
                         f"{_named(serving)} (nothing was published)"
                     )
+            _check_contract(store, Path(repository), endpoint, config)
             return _deploy_locked(store, Path(repository), endpoint, config)
-    except StoreError as err:
+    except (StoreError, ExportError) as err:
         raise DeployError(str(err)) from err
+
+
+def _check_contract(
+    store: ModelStore, repository: Path, endpoint: str, config: DeployConfig
+) -> None:
+    """Refuse a candidate that would break the serving version's clients (see
+    :func:`rankflow.core.contract.contract_changes`)."""
+    serving = store.serving_version(endpoint)
+    if serving is None:
+        return
+    changes = contract_changes(store.contract(endpoint), repository_contract(repository, endpoint))
+    if changes.compatible:
+        logger.info("%s: compatible contract changes: %s", endpoint, "; ".join(changes.compatible))
+    if not changes.breaking:
+        return
+    if config.allow_contract_change:
+        logger.warning("%s: breaking contract changes allowed: %s", endpoint, changes.breaking)
+        return
+    raise DeployError(
+        f"the candidate breaks the contract of {endpoint!r} version {serving}: "
+        f"{'; '.join(changes.breaking)}. Version {serving} keeps serving; deploy under another "
+        "endpoint name, or set allow_contract_change if every client has moved"
+    )
 
 
 def _named(version: int | None) -> str:

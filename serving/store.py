@@ -94,6 +94,14 @@ def repository_models(repository: Path, endpoint: str) -> tuple[str, ...]:
     return tuple(m for m in models if m != endpoint) + (endpoint,)
 
 
+def repository_contract(repository: Path, endpoint: str) -> EndpointContract:
+    """The endpoint contract an exported (not yet published) repository records."""
+    model_dir = Path(repository) / endpoint
+    (version,) = _version_dirs(model_dir)
+    config = _read_config(model_dir / "config.pbtxt")
+    return read_manifest(model_dir / str(version), config=config).contract
+
+
 class ModelStore:
     """Publish exported repositories as numbered versions; pin, roll forward and back."""
 

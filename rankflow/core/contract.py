@@ -221,6 +221,58 @@ class EndpointContract:
 
 
 @dataclass(frozen=True)
+class ContractChanges:
+    """How a candidate's contract differs from the serving one, for the clients of the latter."""
+
+    breaking: tuple[str, ...] = ()
+    compatible: tuple[str, ...] = ()
+
+
+def _shape(spec: InputSpec | OutputSpec) -> str:
+    return f"{spec.dtype}{list(spec.dims)}"
+
+
+def contract_changes(old: EndpointContract, new: EndpointContract) -> ContractChanges:
+    """Compatible: an added output, an added optional input, an input made optional, a larger
+    batch. Breaking: a removed (or renamed) output, any retyped input or output (dtype, dims,
+    kind), an added or newly required input, a removed input (Triton refuses a request that
+    still sends it), a smaller batch."""
+    breaking: list[str] = []
+    compatible: list[str] = []
+    old_outputs, new_outputs = {o.name: o for o in old.outputs}, {o.name: o for o in new.outputs}
+    for name, was in old_outputs.items():
+        now = new_outputs.get(name)
+        if now is None:
+            breaking.append(f"output '{name}' removed")
+        elif (_shape(was), was.kind) != (_shape(now), now.kind):
+            breaking.append(
+                f"output '{name}' retyped: {was.kind} {_shape(was)} -> {now.kind} {_shape(now)}"
+            )
+    compatible += [f"output '{name}' added" for name in new_outputs if name not in old_outputs]
+    old_inputs, new_inputs = {i.name: i for i in old.inputs}, {i.name: i for i in new.inputs}
+    for name, before in old_inputs.items():
+        after = new_inputs.get(name)
+        if after is None:
+            breaking.append(f"input '{name}' removed (requests that send it are refused)")
+        elif _shape(before) != _shape(after):
+            breaking.append(f"input '{name}' retyped: {_shape(before)} -> {_shape(after)}")
+        elif before.required != after.required:
+            (breaking if after.required else compatible).append(
+                f"input '{name}' now {'required' if after.required else 'optional'}"
+            )
+    for name, added in new_inputs.items():
+        if name not in old_inputs:
+            (breaking if added.required else compatible).append(
+                f"{'required' if added.required else 'optional'} input '{name}' added"
+            )
+    if new.max_batch_size != old.max_batch_size:
+        (breaking if new.max_batch_size < old.max_batch_size else compatible).append(
+            f"max batch size {old.max_batch_size} -> {new.max_batch_size}"
+        )
+    return ContractChanges(tuple(breaking), tuple(compatible))
+
+
+@dataclass(frozen=True)
 class ServingManifest:
     """``rankflow.json`` of an exported version: how to serve it and what it promises."""
 

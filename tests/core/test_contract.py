@@ -4,6 +4,7 @@ read back from any exported version (0.1.0's included), and the serving-format g
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,8 +12,12 @@ import pytest
 from rankflow.core.contract import (
     READABLE_FORMATS,
     SERVING_FORMAT,
+    ContractChanges,
     EndpointContract,
+    InputSpec,
+    OutputSpec,
     check_format,
+    contract_changes,
     read_manifest,
     write_manifest,
 )
@@ -92,3 +97,45 @@ def test_a_manifest_without_a_contract_reads_it_from_the_config(tmp_path):
     config = _contract().model_config(backend="python")
     manifest = read_manifest(tmp_path, config=config)
     assert (manifest.contract, manifest.format, manifest.layout) == (_contract(), 1, "python")
+
+
+@pytest.mark.fast
+def test_contract_changes_sort_compatible_from_breaking():
+    """What the clients of the serving contract would notice: additions they can ignore are
+    compatible; a removed, renamed or retyped output, a new or newly required input, a removed
+    or retyped input and a smaller batch break them."""
+    old = _contract()
+    assert contract_changes(old, old) == ContractChanges()
+    added = EndpointContract(
+        "ads",
+        (*old.inputs, InputSpec("hour", "int64", required=False)),
+        (*old.outputs, OutputSpec("dwell", "regression")),
+        max_batch_size=512,
+    )
+    assert contract_changes(old, added) == ContractChanges(
+        compatible=(
+            "output 'dwell' added",
+            "optional input 'hour' added",
+            "max batch size 256 -> 512",
+        )
+    )
+    user, surface, bid = old.inputs
+    broken = EndpointContract(
+        "ads",
+        (InputSpec("user_id", "object"), surface, InputSpec("age", "int64")),
+        (OutputSpec("ctr"), OutputSpec("conversion", "regression")),
+        max_batch_size=128,
+    )
+    assert contract_changes(old, broken).breaking == (
+        "output 'click' removed",
+        "output 'conversion' retyped: binary float32[1] -> regression float32[1]",
+        "input 'user_id' retyped: int64[1] -> object[1]",
+        "input 'bid' removed (requests that send it are refused)",
+        "required input 'age' added",
+        "max batch size 256 -> 128",
+    )
+    assert contract_changes(old, broken).compatible == ("output 'ctr' added",)
+    optional = replace(surface, required=False)
+    relaxed = EndpointContract("ads", (user, optional, bid), old.outputs, 256)
+    assert contract_changes(old, relaxed).compatible == ("input 'surface' now optional",)
+    assert contract_changes(relaxed, old).breaking == ("input 'surface' now required",)

@@ -153,6 +153,59 @@ def test_a_deploy_waits_for_the_store_lock_and_names_its_holder(repository, tmp_
     assert deploy(repository, "rankflow", config=config).version == 1  # and free again
 
 
+def _with_contract(repository: Path, target: Path, edit) -> Path:
+    """A copy of ``repository`` whose recorded endpoint contract ``edit`` changed, resealed."""
+    shutil.copytree(repository, target)
+    manifest = target / "rankflow" / "1" / "rankflow.json"
+    raw = json.loads(manifest.read_text())
+    edit(raw["contract"])
+    manifest.write_text(json.dumps(raw, indent=2))
+    seal_versions(target)
+    integrity.seal(target)
+    return target
+
+
+def test_a_contract_breaking_candidate_is_refused_and_a_compatible_one_deployed(
+    repository, tmp_path
+):
+    """Version 1 serves; a candidate renaming an output and requiring a new input is refused,
+    naming both changes, and version 1 keeps serving; allow_contract_change serves it anyway.
+    A candidate with an added output and an added optional input is deployed."""
+    root = tmp_path / "s"
+    config = DeployConfig(model_store=str(root))
+    deploy(repository, "rankflow", config=config)
+
+    def breaking(contract):
+        contract["outputs"][0]["name"] = "ctr"
+        contract["inputs"].append({"name": "age", "dtype": "int64", "dims": [1], "required": True})
+
+    def compatible(contract):
+        contract["outputs"].append(
+            {"name": "extra", "kind": "regression", "dtype": "float32", "dims": [1]}
+        )
+        optional = {"name": "weekday", "dtype": "int64", "dims": [1], "required": False}
+        contract["inputs"].append(optional)
+
+    first = json.loads((repository / "rankflow" / "1" / "rankflow.json").read_text())
+    renamed = first["contract"]["outputs"][0]["name"]
+    candidate = _with_contract(repository, tmp_path / "breaking", breaking)
+    with pytest.raises(DeployError) as refused:
+        deploy(candidate, "rankflow", config=config)
+    assert str(refused.value) == (
+        f"the candidate breaks the contract of 'rankflow' version 1: output '{renamed}' removed; "
+        "required input 'age' added. Version 1 keeps serving; deploy under another endpoint "
+        "name, or set allow_contract_change if every client has moved"
+    )
+    store = ModelStore(root)
+    assert (store.versions("rankflow"), store.serving_version("rankflow")) == ([1], 1)
+    allowed = DeployConfig(model_store=str(root), allow_contract_change=True)
+    assert deploy(candidate, "rankflow", config=allowed).version == 2
+    # Against version 2's contract (which has 'ctr' and 'age'), a candidate adding to it is fine.
+    grown = _with_contract(candidate, tmp_path / "compatible", compatible)
+    assert deploy(grown, "rankflow", config=config).version == 3
+    assert [o.name for o in store.contract("rankflow").outputs][-1] == "extra"
+
+
 def test_tampered_repository_or_store_version_is_refused(repository, tmp_path):
     """Fitted workflows are pickles and the version holds python code: a changed file anywhere
     stops the deploy before the store changes, and stops a rollback or `rankflow serve`."""
