@@ -125,13 +125,14 @@ def measure(run_dir: Path) -> dict[str, dict[str, object]]:
 
     paths = _artifacts(run_dir)
     spec = DatasetSpec.load(paths["spec"])
-    served_model, model = load_ranker(paths["ranker"]), load_ranker(paths["ranker"])
+    model = load_ranker(paths["ranker"])
+    served = {split: predict(model, paths[split]) for split in ("valid", "test")}
     reset_calibration(model)
     splits: dict[str, Mapping[str, np.ndarray]] = {}
     for split in ("valid", "test"):
         labels = read_labels(paths[split], label_columns(spec))
         splits[split] = {
-            "served": predict(served_model, paths[split]),
+            "served": served[split],
             "raw": predict(model, paths[split]),
             "labels": labels,
             "weights": sample_weights(spec, labels),
