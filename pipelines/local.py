@@ -298,6 +298,7 @@ def summarize(
         for split in ("train", "valid", "test")
     }
     infra = json.loads((tasks.dir("validate-on-triton") / "infra_report").read_text())
+    champion = json.loads((tasks.dir("compare-with-champion") / "comparison").read_text())
     defaults = {name: spec.default for name, spec in ranking_pipeline.component_spec.inputs.items()}
     # Only a deploy of this run (executed or reused): an earlier run's may lie beside it.
     deployment_file = (
@@ -314,6 +315,8 @@ def summarize(
     deploy_reasons = []
     if not evaluation["blessed"]:
         deploy_reasons += [f"evaluation: {r}" for r in evaluation["reasons"]]
+    if not champion["blessed"]:
+        deploy_reasons += [f"champion: {r}" for r in champion["reasons"]]
     if not infra["blessed"]:
         deploy_reasons += [f"infra-validation: {r}" for r in infra["reasons"]]
     if deployment is not None:
@@ -332,6 +335,18 @@ def summarize(
         "blessed": evaluation["blessed"],
         "blessing_reasons": evaluation["reasons"],
         "gates": evaluation.get("gates", {}),
+        # Candidate against the version that served when it was judged (None: none served).
+        "champion": {
+            "version": champion["champion"],
+            "blessed": champion["blessed"],
+            "rows": champion["rows"],
+            "reasons": champion["reasons"],
+            "notes": champion["notes"],
+            "tasks": {
+                task: {k: t[k] for k in ("metric", "candidate", "champion", "low", "high", "worse")}
+                for task, t in champion["tasks"].items()
+            },
+        },
         "serving": {
             "deployed": deployment is not None,
             "deploy_reasons": deploy_reasons,
@@ -371,6 +386,17 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"{budget['epochs']} epoch(s) run, best epoch {summary['training']['best_epoch']}"
         )
     lines.append(f"  blessed: {summary['blessed']}")
+    champion = summary.get("champion")
+    if champion and champion["version"] is not None:
+        compared = ", ".join(
+            f"{task} {t['candidate'] - t['champion']:+.4f} [{t['low']:+.4f}, {t['high']:+.4f}]"
+            for task, t in champion["tasks"].items()
+        )
+        verdict = "not worse" if champion["blessed"] else "worse"
+        lines.append(
+            f"  against serving version {champion['version']} ({champion['rows']:,} rows): "
+            f"{verdict}; {compared or 'no task compared'}"
+        )
     serving = summary["serving"]
     if serving["latency_ms"]:
         lines.append(
@@ -386,6 +412,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             name
             for name, passed in (
                 ("evaluation", summary["blessed"]),
+                ("the champion comparison", (summary.get("champion") or {}).get("blessed", True)),
                 ("infra-validation", serving["infra_blessed"]),
             )
             if not passed

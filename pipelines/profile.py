@@ -36,10 +36,15 @@ class ClusterProfile:
     ``nvidia.com/gpu.product``; ``data_pvc`` mounts an existing claim (e.g. ``k8s/pipeline/
     data-pvc.yaml``) at ``data_mount`` on the data step, so your own logs can be read from it."""
 
+    #: Lists and samples the log for the data step's cache key (see components.data.fingerprint).
+    fingerprint: StepResources = StepResources(cpu="500m", memory="1Gi", timeout_s=1800)
     data: StepResources = StepResources(cpu="2", memory="8Gi", timeout_s=2 * 3600)
     features: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True, timeout_s=4 * 3600)
     training: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True, timeout_s=8 * 3600)
     evaluation: StepResources = StepResources(cpu="2", memory="8Gi")
+    #: Scores the test rows with the serving version too (in process, or on a private Triton
+    #: for the gpu flavour's ensemble layout); reads the model store.
+    champion: StepResources = StepResources(cpu="2", memory="8Gi", timeout_s=1800)
     export: StepResources = StepResources(cpu="1", memory="4Gi", timeout_s=1800)
     validation: StepResources = StepResources(cpu="2", memory="8Gi", retries=2, timeout_s=1800)
     gate: StepResources = StepResources(cpu="100m", memory="256Mi", timeout_s=300)
@@ -106,31 +111,38 @@ def _apply(task: dsl.PipelineTask, resources: StepResources, profile: ClusterPro
 def apply_profile(
     profile: ClusterProfile,
     *,
+    fingerprint: dsl.PipelineTask,
     data: dsl.PipelineTask,
     features: dsl.PipelineTask,
     training: dsl.PipelineTask,
     evaluation: dsl.PipelineTask,
+    champion: dsl.PipelineTask,
     export: dsl.PipelineTask,
     validation: dsl.PipelineTask,
     gate: dsl.PipelineTask,
     deploy: dsl.PipelineTask,
 ) -> None:
+    _apply(fingerprint, profile.fingerprint, profile)
     _apply(data, profile.data, profile)
     _apply(features, profile.features, profile)
     _apply(training, profile.training, profile)
     _apply(evaluation, profile.evaluation, profile)
+    _apply(champion, profile.champion, profile)
     _apply(export, profile.export, profile)
     _apply(validation, profile.validation, profile)
     _apply(gate, profile.gate, profile)
     _apply(deploy, profile.deploy, profile)
-    kubernetes.mount_pvc(
-        deploy, pvc_name=profile.model_store_pvc, mount_path=profile.model_store_mount
-    )
-    if profile.data_pvc is not None:
-        kubernetes.mount_pvc(data, pvc_name=profile.data_pvc, mount_path=profile.data_mount)
-    if profile.data_secret is not None:
-        kubernetes.use_secret_as_env(
-            data,
-            secret_name=profile.data_secret,
-            secret_key_to_env={key: key for key in profile.data_secret_keys},
+    for task in (champion, deploy):
+        kubernetes.mount_pvc(
+            task, pvc_name=profile.model_store_pvc, mount_path=profile.model_store_mount
         )
+    # The fingerprint reads the log as the data step does.
+    for task in (fingerprint, data):
+        if profile.data_pvc is not None:
+            kubernetes.mount_pvc(task, pvc_name=profile.data_pvc, mount_path=profile.data_mount)
+        if profile.data_secret is not None:
+            kubernetes.use_secret_as_env(
+                task,
+                secret_name=profile.data_secret,
+                secret_key_to_env={key: key for key in profile.data_secret_keys},
+            )

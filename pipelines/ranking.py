@@ -9,11 +9,11 @@ Parameter defaults come from the steps' config dataclasses, so each default live
 from kfp import dsl
 from kfp.dsl.graph_component import GraphComponent
 
-from components.data.component import prepare_data
+from components.data.component import fingerprint_data, prepare_data
 from components.data.split import SplitConfig
 from components.data.synthetic import SyntheticConfig
 from components.deploy.component import deploy_model, deployment_gate
-from components.evaluation.component import evaluate_ranker
+from components.evaluation.component import compare_with_champion, evaluate_ranker
 from components.export.component import export_serving_model
 from components.features.component import engineer_features
 from components.features.workflow import FeatureConfig
@@ -21,6 +21,7 @@ from components.infra_validation.component import validate_on_triton
 from components.training.component import train_ranker
 from components.training.ranker import RankerConfig, format_sizes
 from pipelines.profile import ClusterProfile, apply_profile
+from serving.deploy import DeployConfig
 from serving.export import ExportConfig
 from serving.validate import InfraValidationConfig
 
@@ -28,10 +29,12 @@ PIPELINE_NAME = "rankflow-ranking"
 
 #: Task names (as the compiled IR and kfp.local know them), in DAG order.
 STEPS = (
+    "fingerprint-data",
     "prepare-data",
     "engineer-features",
     "train-ranker",
     "evaluate-ranker",
+    "compare-with-champion",
     "export-serving-model",
     "validate-on-triton",
     "deployment-gate",
@@ -53,6 +56,7 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
     def ranking_pipeline(
         data_source: str = "synthetic",
         spec_path: str = "",
+        data_snapshot: str = "",
         synthetic_rows: int = SyntheticConfig.rows,
         seed: int = SyntheticConfig.seed,
         valid_fraction: float = SplitConfig.valid_fraction,
@@ -78,6 +82,7 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
         skew_tolerance: float = InfraValidationConfig.tolerance,
         model_store: str = profile.model_store_mount,
         triton_url: str = profile.triton_url,
+        allow_contract_change: bool = DeployConfig.allow_contract_change,
     ) -> dsl.Markdown:
         """Train and evaluate a multi-task ranker.
 
@@ -86,6 +91,9 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
                 data step (e.g. on a mounted volume or an object-store URI mounted into the pod).
             spec_path: YAML dataset spec naming each column's role; required for your own data,
                 left empty for the synthetic log.
+            data_snapshot: A name for the exact bytes of data_source (e.g. a dated partition or
+                an object version) that the data step's cache is keyed on; empty: a
+                fingerprint of the source's files (sizes, mtimes, sampled hashes) instead.
             synthetic_rows: Rows of the synthetic log (ignored for your own data).
             seed: Seed of the generator and of training.
             valid_fraction: Latest-but-one slice of time held out for validation.
@@ -106,7 +114,10 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
                 0.01 at batch 2048, scaled with the square root of the batch size.
             gates: Per-task blessing gates as JSON, e.g. {"click": {"min_auc": 0.7}, "dwell":
                 {"min_r2": 0.3}}; a task not named must beat chance (binary: AUC above 0.5 by
-                a 99% confidence bound) or the mean predictor (regression).
+                a 99% confidence bound) or the mean predictor (regression). Champion gates sit
+                beside them: a candidate is refused when a paired bootstrap over the test rows
+                shows it worse than the serving version by more than max_auc_drop AUC points
+                (binary, default 0.001) or max_rmse_increase of its RMSE (regression, 0.005).
             serving_model_name: Name of the Triton endpoint.
             serving_flavour: "gpu" (NVTabular + TensorFlow-backend ensemble; Triton with the
                 TensorFlow backend, as in the NGC Merlin image) or "cpu" (one python-backend
@@ -119,10 +130,23 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
                 (the model-store volume's mount path on a cluster; a local directory locally).
             triton_url: Triton HTTP model-control address (host:port; a headless Service name
                 reaches every replica); empty locally = the `make serve` Triton, if running.
+            allow_contract_change: Deploy even when the candidate's endpoint contract breaks
+                the serving version's clients (an output removed or renamed, a required input
+                added, anything retyped); otherwise such a candidate is refused, naming each
+                change, and the serving version keeps serving.
         """
+        # Caching (see README "Caching"): a step is reused only when what it reads is the same.
+        # The data step is keyed on a fingerprint of the log's bytes, never on its path alone;
+        # the champion comparison, infra-validation, the gate and the deploy read live state
+        # (the store, a server) and always run.
+        fingerprint = fingerprint_data(
+            data_source=data_source, spec_path=spec_path, data_snapshot=data_snapshot
+        ).set_display_name("Fingerprint data")
+        fingerprint.set_caching_options(False)
         data = prepare_data(
             data_source=data_source,
             spec_path=spec_path,
+            data_fingerprint=fingerprint.output,
             synthetic_rows=synthetic_rows,
             seed=seed,
             valid_fraction=valid_fraction,
@@ -159,10 +183,22 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             dataset_spec=data.outputs["dataset_spec"],
             gates=gates,
         ).set_display_name("Evaluate and bless")
+        champion = compare_with_champion(
+            nvt_workflow=features.outputs["nvt_workflow"],
+            ranker=training.outputs["ranker"],
+            test_data=data.outputs["test_data"],
+            dataset_spec=data.outputs["dataset_spec"],
+            gates=gates,
+            model_name=serving_model_name,
+            model_store=model_store,
+        ).set_display_name("Compare with the serving version")
+        champion.set_caching_options(False)
         export = export_serving_model(
             nvt_workflow=features.outputs["nvt_workflow"],
             ranker=training.outputs["ranker"],
             dataset_spec=data.outputs["dataset_spec"],
+            train_data=data.outputs["train_data"],
+            valid_data=data.outputs["valid_data"],
             model_name=serving_model_name,
             max_batch_size=max_batch_size,
             flavour=serving_flavour,
@@ -178,23 +214,31 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             batch_size=infra_batch_size,
             tolerance=skew_tolerance,
         ).set_display_name("Validate on Triton")
+        validation.set_caching_options(False)
         gate = deployment_gate(
             model_blessed=evaluation.outputs["blessed"],
+            champion_blessed=champion.outputs["blessed"],
             infra_blessed=validation.outputs["blessed"],
         ).set_display_name("Deployment gate")
+        gate.set_caching_options(False)
         with dsl.If(gate.output == True, name="blessed"):  # noqa: E712
             deployment = deploy_model(
                 serving_model=export.outputs["serving_model"],
+                champion_comparison=champion.outputs["comparison"],
                 model_name=serving_model_name,
                 model_store=model_store,
                 triton_url=triton_url,
+                allow_contract_change=allow_contract_change,
             ).set_display_name("Deploy to Triton")
+            deployment.set_caching_options(False)
         apply_profile(
             profile,
+            fingerprint=fingerprint,
             data=data,
             features=features,
             training=training,
             evaluation=evaluation,
+            champion=champion,
             export=export,
             validation=validation,
             gate=gate,

@@ -30,7 +30,9 @@ def submit(
         str(pipeline_yaml),
         arguments=dict(arguments),
         experiment_name=experiment,
-        enable_caching=True,
+        # None keeps each task's compiled caching option; True would override them all and
+        # reuse the champion comparison, infra-validation and deploy from an earlier run.
+        enable_caching=None,
     )
     logger.info("submitted run %s to %s", run.run_id, host)
     return run.run_id

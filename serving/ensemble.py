@@ -377,7 +377,12 @@ def write_ensemble(
     version.mkdir(parents=True)
     # Triton needs the ensemble's version directory; the manifest keeps it through object stores.
     write_manifest(
-        version, contract, layout="ensemble", drop=artifacts.drop, ranker_backend=ranker_backend
+        version,
+        contract,
+        layout="ensemble",
+        drop=artifacts.drop,
+        ranker_backend=ranker_backend,
+        **config.manifest_fields(),
     )
     shutil.rmtree(staging)
 

@@ -84,7 +84,9 @@ def export_cpu_repository(
         shutil.copytree(workflow_dir, version / "workflow")
         shutil.copytree(model_dir, version / "ranker")
         shutil.copyfile(Path(__file__).with_name("python_model.py"), version / "model.py")
-        write_manifest(version, contract, layout="python", drop=spec.label_columns)
+        write_manifest(
+            version, contract, layout="python", drop=spec.label_columns, **config.manifest_fields()
+        )
         write_config(model / "config.pbtxt", cpu_model_config(contract, config))
         seal_versions(scratch)
     logger.info("exported %s v%d to %s", config.model_name, config.version, repository)

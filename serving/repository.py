@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rankflow.core import integrity
 from rankflow.core.contract import DEFAULT_ENDPOINT
+from rankflow.core.window import TimeWindow
 
 
 @dataclass(frozen=True)
@@ -16,6 +18,15 @@ class ExportConfig:
     max_batch_size: int = 1024
     instances: int = 1
     max_queue_delay_us: int = 0
+    #: The rows the model was fitted on (train + valid), recorded in the manifest: what a later
+    #: champion comparison must not judge it on.
+    training_window: TimeWindow | None = None
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """What this export adds to every version's ``rankflow.json``."""
+        if self.training_window is None:
+            return {}
+        return {"training_window": self.training_window.to_dict()}
 
 
 def _compile_bytecode(source: Path) -> None:

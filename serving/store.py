@@ -263,6 +263,10 @@ class ModelStore:
 
     def contract(self, endpoint: str, version: int | None = None) -> EndpointContract:
         """What ``endpoint`` at ``version`` (default: the serving one) takes and returns."""
+        return self.manifest(endpoint, version).contract
+
+    def manifest(self, endpoint: str, version: int | None = None):  # -> ServingManifest
+        """The ``rankflow.json`` of ``endpoint`` at ``version`` (default: the serving one)."""
         if version is None:
             version = self.serving_version(endpoint)
             if version is None:
@@ -270,7 +274,7 @@ class ModelStore:
         directory = self.root / endpoint / str(version)
         if not directory.is_dir():
             raise StoreError(f"version {version} of {endpoint!r} is not in the store {self.root}")
-        return self._manifest(directory, directory / EXPORTED_CONFIG).contract
+        return self._manifest(directory, directory / EXPORTED_CONFIG)
 
     @staticmethod
     def _manifest(version_dir: Path, config_path: Path):  # -> ServingManifest

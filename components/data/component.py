@@ -1,9 +1,20 @@
-"""KFP wrapper of the data step."""
+"""KFP wrappers of the data step and of the fingerprint its cache key depends on."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Metrics, Output
 
 from rankflow.core.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def fingerprint_data(data_source: str, spec_path: str, data_snapshot: str) -> str:
+    """A content fingerprint of the log and its spec (never cached: it is what tells the data
+    step's cache that the bytes behind a fixed path changed); ``data_snapshot``, when set,
+    names the log instead of its listing."""
+    from components.data.fingerprint import fingerprint
+
+    # Never fails on a bad source: the data step, next, names what is wrong with it.
+    return fingerprint(data_source, spec_path=spec_path or None, snapshot=data_snapshot or None)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -19,8 +30,13 @@ def prepare_data(
     seed: int,
     valid_fraction: float,
     test_fraction: float,
+    data_fingerprint: str,
 ):
-    """Generate or read the interaction log, validate it against its spec, split it by time."""
+    """Generate or read the interaction log, validate it against its spec, split it by time.
+
+    ``data_fingerprint`` (``fingerprint-data``'s output) is read only by the cache: a cached
+    split is reused only for the same bytes.
+    """
     from rankflow.core.steps import reporting
 
     with reporting("prepare-data", dataset_spec):
@@ -49,6 +65,7 @@ def prepare_data(
             record(artifact)
         for split, rows in prepared.rows.items():
             data_stats.log_metric(f"{split}_rows", rows)
+        data_stats.metadata["data_fingerprint"] = data_fingerprint
         data_stats.log_metric("duplicate_rows_dropped", prepared.duplicates)
         data_stats.log_metric("violation_rows_dropped", prepared.violations_dropped)
         for task, positives in prepared.report.positives.items():

@@ -1,4 +1,4 @@
-"""KFP wrapper of the evaluation step."""
+"""KFP wrappers of the evaluation step and the champion comparison."""
 
 from typing import NamedTuple
 
@@ -71,3 +71,55 @@ def evaluate_ranker(
         for artifact in (report, evaluation, roc_curves):
             record(artifact)
         return namedtuple("EvaluationOutputs", ["blessed"])(result.blessed)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def compare_with_champion(
+    nvt_workflow: Input[Model],
+    ranker: Input[Model],
+    test_data: Input[Dataset],
+    dataset_spec: Input[Artifact],
+    comparison: Output[Artifact],
+    comparison_report: Output[Markdown],
+    gates: str,
+    model_name: str,
+    model_store: str,
+) -> NamedTuple("ChampionOutputs", [("blessed", bool)]):
+    """The version ``model_name`` serves scores the candidate's raw test rows beside it; the
+    candidate is blessed unless a paired bootstrap shows it worse than that version beyond a
+    task's champion gate (``max_auc_drop`` / ``max_rmse_increase`` in ``gates``). The deploy
+    step publishes only while that version still serves (``comparison``'s ``champion``)."""
+    from rankflow.core.steps import reporting
+
+    with reporting("compare-with-champion", comparison):
+        from collections import namedtuple
+
+        from components.evaluation.champion import (
+            ChampionConfig,
+            candidate_scorer,
+        )
+        from components.evaluation.champion import compare_with_champion as run
+        from components.evaluation.champion import (
+            comparison_report as render,
+        )
+        from components.evaluation.evaluate import Gates
+        from rankflow.core.integrity import checked, record
+        from rankflow.core.io import atomic_write_text
+        from rankflow.core.spec import DatasetSpec
+
+        spec = DatasetSpec.load(checked(dataset_spec))
+        result = run(
+            spec,
+            candidate=candidate_scorer(spec, checked(nvt_workflow), checked(ranker)),
+            raw_test=checked(test_data),
+            model_store=model_store,
+            endpoint=model_name,
+            gates=Gates.from_json(gates).champion_for_spec(spec),
+            config=ChampionConfig(),
+        )
+        atomic_write_text(comparison.path, result.to_json())
+        atomic_write_text(comparison_report.path, render(result))
+        for artifact in (comparison, comparison_report):
+            record(artifact)
+        comparison.metadata.update({"champion": result.champion, "blessed": result.blessed})
+        return namedtuple("ChampionOutputs", ["blessed"])(result.blessed)

@@ -39,6 +39,16 @@ GATES = {
 }
 #: What every task must pass unless its gates say otherwise: better than knowing nothing.
 DEFAULT_GATES = {"binary": {"min_auc_lower": 0.5}, "regression": {"max_rmse_ratio": 1.0}}
+#: Champion gates: how much worse than the serving version a candidate may be on a task
+#: (``max_auc_drop``: AUC points; ``max_rmse_increase``: a fraction of the champion's RMSE)
+#: before a paired bootstrap interval lying wholly beyond it refuses the candidate.
+CHAMPION_GATES = {"max_auc_drop": ("binary", "auc"), "max_rmse_increase": ("regression", "rmse")}
+#: Every task is compared with the champion unless its gates say otherwise; a large tolerance
+#: (e.g. 1) leaves a task out of the comparison.
+DEFAULT_CHAMPION_GATES = {
+    "binary": {"max_auc_drop": 0.001},
+    "regression": {"max_rmse_increase": 0.005},
+}
 #: At most this many values of a slice column are reported (the most frequent).
 MAX_SLICE_VALUES = 20
 #: A slice with fewer rows than this reports its row count only.
@@ -50,6 +60,8 @@ class Gates:
     """Per-task blessing gates: ``{"click": {"min_auc": 0.7}, "dwell": {"min_r2": 0.3}}``.
 
     A task's gates replace its kind's defaults (:data:`DEFAULT_GATES`); tasks not named keep them.
+    Champion gates (:data:`CHAMPION_GATES`) sit beside them and replace only
+    :data:`DEFAULT_CHAMPION_GATES`: ``{"click": {"min_auc": 0.7, "max_auc_drop": 0.005}}``.
     """
 
     per_task: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
@@ -67,13 +79,24 @@ class Gates:
             )
         for task, gates in raw.items():
             for gate, value in gates.items():
-                if gate not in GATES:
-                    raise ConfigError(f"gates.{task}: unknown gate {gate!r} ({sorted(GATES)})")
+                if gate not in GATES and gate not in CHAMPION_GATES:
+                    known = sorted([*GATES, *CHAMPION_GATES])
+                    raise ConfigError(f"gates.{task}: unknown gate {gate!r} ({known})")
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ConfigError(f"gates.{task}.{gate} must be a number, got {value!r}")
         return cls({t: {g: float(v) for g, v in gates.items()} for t, gates in raw.items()})
 
     def for_spec(self, spec: DatasetSpec) -> dict[str, dict[str, float]]:
+        """Every task's absolute blessing gates."""
+        return self._resolve(spec, GATES, DEFAULT_GATES)
+
+    def champion_for_spec(self, spec: DatasetSpec) -> dict[str, dict[str, float]]:
+        """Every task's champion gate (its tolerance against the serving version)."""
+        return self._resolve(spec, CHAMPION_GATES, DEFAULT_CHAMPION_GATES)
+
+    def _resolve(
+        self, spec: DatasetSpec, names: Mapping[str, object], defaults: Mapping[str, dict]
+    ) -> dict[str, dict[str, float]]:
         unknown = set(self.per_task) - set(spec.task_names)
         if unknown:
             raise ConfigError(
@@ -82,8 +105,11 @@ class Gates:
             )
         resolved = {}
         for task in spec.tasks:
-            gates = dict(self.per_task.get(task.name, DEFAULT_GATES[task.kind]))
-            wrong = [g for g in gates if g not in _KIND_GATES[task.kind]]
+            given = self.per_task.get(task.name)
+            named = {g: v for g, v in (given or {}).items() if g in names}
+            # A task named with no gates at all ({"click": {}}) is not gated.
+            gates = named if named or given == {} else dict(defaults[task.kind])
+            wrong = [g for g in {**(given or {}), **gates} if g not in _KIND_GATES[task.kind]]
             if wrong:
                 raise ConfigError(f"gates.{task.name}: {wrong} do not apply to a {task.kind} task")
             resolved[task.name] = gates
@@ -91,8 +117,8 @@ class Gates:
 
 
 _KIND_GATES = {
-    "binary": {"min_auc", "min_auc_lower", "max_logloss", "max_ece"},
-    "regression": {"min_r2", "max_rmse", "max_rmse_ratio"},
+    "binary": {"min_auc", "min_auc_lower", "max_logloss", "max_ece", "max_auc_drop"},
+    "regression": {"min_r2", "max_rmse", "max_rmse_ratio", "max_rmse_increase"},
 }
 
 

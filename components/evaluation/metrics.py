@@ -257,3 +257,111 @@ def roc_curve(
         [0.0, *tpr.tolist()],
         [float(thresholds[0]) + 1.0, *thresholds.tolist()],
     )
+
+
+def _weighted_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUC under each row of ``weights`` (replicates x rows): one sort for all replicates.
+
+    In score order, a positive counts the negatives below its tie group plus half of those in
+    it: half the cumulative negative weight before and at the group's end (no reduceat, which
+    is slow along the second axis).
+    """
+    order = np.argsort(scores, kind="stable")
+    s, y = scores[order], labels[order].astype(weights.dtype)
+    neg = np.take(weights, order, axis=1)
+    pos = neg * y
+    neg -= pos
+    cumulative = np.cumsum(neg, axis=1)
+    if np.all(np.diff(s) != 0):
+        cumulative -= 0.5 * neg
+        ranked = cumulative
+    else:
+        starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1]
+        ends = np.r_[starts[1:], s.size] - 1
+        group = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, s.size]))
+        padded = np.concatenate([np.zeros((neg.shape[0], 1), neg.dtype), cumulative], axis=1)
+        ranked = 0.5 * (padded[:, starts[group]] + padded[:, ends[group] + 1])
+    total = pos.sum(axis=1, dtype=np.float64) * neg.sum(axis=1, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.einsum("ij,ij->i", pos, ranked, dtype=np.float64) / total
+
+
+def _weighted_rmses(labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(weights @ (labels - predictions) ** 2 / weights.sum(axis=1))
+
+
+#: Metric name -> (its value under each weight row, True when higher is better).
+PAIRED_METRICS = {"auc": (_weighted_aucs, True), "rmse": (_weighted_rmses, False)}
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``metric`` of two scorers on the same rows, and ``candidate - reference`` with its
+    bootstrap interval (``low``, ``high``) at ``confidence``."""
+
+    metric: str
+    candidate: float
+    reference: float
+    low: float
+    high: float
+    confidence: float
+    replicates: int
+
+    @property
+    def difference(self) -> float:
+        return self.candidate - self.reference
+
+
+def resample_counts(rows: int, replicates: int, seed: int, *, chunk: int = 32):
+    """Bootstrap draws of ``rows`` rows with replacement, as counts per row, ``chunk`` replicates
+    at a time (each chunk: chunk x rows)."""
+    rng = np.random.default_rng(seed)
+    for begin in range(0, replicates, chunk):
+        size = min(chunk, replicates - begin)
+        draws = rng.integers(0, rows, size=(size, rows))
+        yield np.stack([np.bincount(d, minlength=rows) for d in draws]).astype(np.float32)
+
+
+def paired_bootstrap(
+    metric: str,
+    labels: np.ndarray,
+    candidate: np.ndarray,
+    reference: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    replicates: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedDifference:
+    """Percentile interval of ``metric(candidate) - metric(reference)`` over bootstrap
+    resamples of the rows, both scorers on the same resample each time: what they share (the
+    rows' own difficulty) cancels, so the interval is far narrower than either metric's own."""
+    if metric not in PAIRED_METRICS:
+        raise EvaluationError(
+            f"no paired bootstrap for metric {metric!r} ({sorted(PAIRED_METRICS)})"
+        )
+    if not 0.0 < confidence < 1.0 or replicates < 10:
+        raise EvaluationError("a paired bootstrap needs confidence in (0, 1) and >= 10 replicates")
+    function, _ = PAIRED_METRICS[metric]
+    binary = metric == "auc"
+    labels, candidate = _check(labels, candidate, binary=binary)
+    _, reference = _check(labels, reference, binary=binary)
+    w = _weights(weights, labels.size)
+    if binary and (labels.min() == labels.max()):
+        raise EvaluationError("AUC needs both positive and negative labels")
+    point_c, point_r = (float(function(labels, s, w[None, :])[0]) for s in (candidate, reference))
+    differences = []
+    for counts in resample_counts(labels.size, replicates, seed):
+        rows_w = counts * w.astype(np.float32)
+        differences.append(
+            function(labels, candidate, rows_w) - function(labels, reference, rows_w)
+        )
+    delta = np.concatenate(differences)
+    # A resample without both outcomes has no AUC: it says nothing, so it is left out.
+    delta = delta[np.isfinite(delta)]
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(delta, [tail, 1.0 - tail])
+    return PairedDifference(
+        metric, point_c, point_r, float(low), float(high), confidence, int(delta.size)
+    )

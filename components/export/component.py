@@ -1,7 +1,7 @@
 """KFP wrapper of the export step."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from rankflow.core.image import IMAGE
 
@@ -11,6 +11,8 @@ def export_serving_model(
     nvt_workflow: Input[Model],
     ranker: Input[Model],
     dataset_spec: Input[Artifact],
+    train_data: Input[Dataset],
+    valid_data: Input[Dataset],
     serving_model: Output[Model],
     model_name: str,
     max_batch_size: int,
@@ -19,7 +21,9 @@ def export_serving_model(
     """Build the Triton model repository: raw features in, one score per task out.
 
     ``flavour``: "cpu" (python backend; any Triton) or "gpu" (NVTabular step + TensorFlow
-    backend ensemble; a Triton with the TensorFlow backend, as in the NGC Merlin image).
+    backend ensemble; a Triton with the TensorFlow backend, as in the NGC Merlin image). Every
+    version records the time window of ``train_data`` and ``valid_data`` (what the model was
+    fitted on), so a later candidate is never judged against it on those rows.
     """
     from rankflow.core.steps import reporting
 
@@ -28,16 +32,22 @@ def export_serving_model(
 
         from rankflow.core.integrity import checked, record
         from rankflow.core.spec import DatasetSpec
+        from rankflow.core.window import TimeWindow
         from serving.export import ExportConfig, export_repository
 
+        spec = DatasetSpec.load(checked(dataset_spec))
+        window = TimeWindow.of([checked(train_data), checked(valid_data)], spec.timestamp)
         export_repository(
-            DatasetSpec.load(checked(dataset_spec)),
+            spec,
             workflow_dir=checked(nvt_workflow),
             model_dir=checked(ranker),
             repository=Path(serving_model.path),
-            config=ExportConfig(model_name=model_name, max_batch_size=max_batch_size),
+            config=ExportConfig(
+                model_name=model_name, max_batch_size=max_batch_size, training_window=window
+            ),
             flavour=flavour,
         )
         record(serving_model)
         serving_model.metadata["model_name"] = model_name
         serving_model.metadata["flavour"] = flavour
+        serving_model.metadata["training_window"] = window.to_dict()

@@ -11,6 +11,7 @@ import pytest
 from kfp import dsl
 
 from components.data.component import prepare_data as prepare_component
+from components.data.fingerprint import fingerprint
 from components.data.prepare import prepare_data
 from components.data.split import SplitConfig
 from components.data.synthetic import (
@@ -485,7 +486,9 @@ def test_component_writes_named_artifacts(artifact):
         "data_stats": artifact(dsl.Metrics, "data_stats"),
     }
     params = {**pipeline_defaults(prepare_component), "synthetic_rows": 5_000, "seed": 2}
-    prepare_component.python_func(**outs, **params)
+    key = fingerprint("synthetic", spec_path=None, snapshot=None)
+    prepare_component.python_func(**outs, **params, data_fingerprint=key)
+    assert outs["data_stats"].metadata["data_fingerprint"] == key
     stats = outs["data_stats"].metadata
     assert stats["train_rows"] + stats["valid_rows"] + stats["test_rows"] == 5_000
     assert 0 < stats["conversion_rate"] < stats["click_rate"] < 1
@@ -499,3 +502,50 @@ def test_component_writes_named_artifacts(artifact):
     Path(outs["dataset_spec"].path).write_text(synthetic_spec().to_yaml().replace("click", "clk"))
     with pytest.raises(IntegrityError, match="dataset_spec: sha256"):
         checked(outs["dataset_spec"])
+
+
+def test_the_fingerprint_follows_the_bytes_not_the_path(tmp_path, monkeypatch):
+    """Same bytes: same key; a changed byte (same size, mtime put back), another file, another
+    spec or a named snapshot: another key. A missing source is fingerprinted, not an error."""
+    import os
+
+    import components.data.fingerprint as fp
+
+    log = tmp_path / "log"
+    log.mkdir()
+    part = log / "part-0.parquet"
+    part.write_bytes(bytes(range(256)) * 64)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: x\n")
+
+    def key(**kw):
+        return fp.fingerprint(str(log), spec_path=str(spec), snapshot=kw.get("snapshot"))
+
+    first = key()
+    assert key() == first
+    stat = part.stat()
+    data = bytearray(part.read_bytes())
+    data[5000] ^= 1
+    part.write_bytes(bytes(data))
+    os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert part.stat().st_size == stat.st_size and part.stat().st_mtime_ns == stat.st_mtime_ns
+    changed = key()
+    assert changed != first
+    # Large files are sampled: a block at the head, the tail and spread between them.
+    monkeypatch.setattr(fp, "WHOLE_FILE_BYTES", 1024)
+    monkeypatch.setattr(fp, "BLOCK_BYTES", 512)
+    sampled = key()
+    data[-1] ^= 1
+    part.write_bytes(bytes(data))
+    os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert key() != sampled
+    monkeypatch.undo()
+    (log / "part-1.parquet").write_bytes(b"more")
+    grown = key()
+    assert grown not in (first, changed)
+    spec.write_text("name: y\n")
+    assert key() != grown
+    assert key(snapshot="2026-12-01") == key(snapshot="2026-12-01") != key()
+    missing = fp.fingerprint(str(tmp_path / "nope"), spec_path=None, snapshot=None)
+    assert len(missing) == 64
+    assert fp.fingerprint("synthetic", spec_path=None, snapshot=None) != missing

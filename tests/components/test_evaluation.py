@@ -173,7 +173,17 @@ def test_gates_from_json(prepared):
     ok, reasons = bless(tasks, resolved)
     r2 = tasks["dwell_seconds"].metrics["r2"]
     assert not ok and reasons == [f"dwell_seconds: r2 {r2:.4f} < min_r2 0.9900"]
+    # Champion gates sit beside the absolute ones: naming one replaces only its default.
+    champion = Gates.from_json('{"click": {"min_auc": 0.6, "max_auc_drop": 0.01}}')
+    assert champion.for_spec(spec)["click"] == {"min_auc": 0.6}
+    assert champion.champion_for_spec(spec)["click"] == {"max_auc_drop": 0.01}
+    assert champion.champion_for_spec(spec)["dwell_seconds"] == {"max_rmse_increase": 0.005}
+    assert Gates.from_json('{"click": {"max_auc_drop": 0.01}}').for_spec(spec)["click"] == {
+        "min_auc_lower": 0.5
+    }
+    assert Gates.from_json('{"click": {}}').champion_for_spec(spec)["click"] == {}
     for text, message in (
+        ('{"click": {"max_rmse_increase": 0.1}}', "do not apply to a binary task"),
         ("[1]", "JSON object of task"),
         ("{bad", "must be a JSON object"),
         ('{"click": {"min_auc": "high"}}', "must be a number"),

@@ -1,15 +1,23 @@
-"""The export and infra-validation components through ``python_func`` with real artifacts."""
+"""The export, champion, infra-validation and deploy components through ``python_func`` with
+real artifacts."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
 from kfp import dsl
 
 from components.deploy.component import deploy_model
+from components.evaluation.component import compare_with_champion
 from components.export.component import export_serving_model
 from components.infra_validation.component import validate_on_triton
+from rankflow.core.errors import DeployError
+from rankflow.core.window import TimeWindow
 
 
 def test_export_then_validate_on_triton(artifact, prepared, features, trained):
@@ -21,6 +29,8 @@ def test_export_then_validate_on_triton(artifact, prepared, features, trained):
         nvt_workflow=workflow,
         ranker=ranker,
         dataset_spec=spec,
+        train_data=artifact(dsl.Dataset, "train_data", prepared["train"]),
+        valid_data=artifact(dsl.Dataset, "valid_data", prepared["valid"]),
         serving_model=serving_model,
         model_name="rankflow",
         max_batch_size=256,
@@ -29,7 +39,15 @@ def test_export_then_validate_on_triton(artifact, prepared, features, trained):
     config = (Path(serving_model.path) / "rankflow" / "config.pbtxt").read_text()
     assert "max_batch_size: 256" in config
     digest = serving_model.metadata.pop("sha256")
+    window = serving_model.metadata.pop("training_window")
     assert serving_model.metadata == {"model_name": "rankflow", "flavour": "cpu"}
+    # The version records what it was fitted on: train + valid, up to the test split.
+    manifest = json.loads(
+        (Path(serving_model.path) / "rankflow" / "1" / "rankflow.json").read_text()
+    )
+    assert manifest["training_window"] == window and window["column"] == "event_ts"
+    test_start = pq.read_table(prepared["test"], columns=["event_ts"]).column(0).to_pylist()
+    assert TimeWindow.from_dict(window).after(pd.Series(test_start)).all()
     # The recorded digest is the repository's sealed manifest.
     from rankflow.core import integrity
 
@@ -59,24 +77,57 @@ def test_export_then_validate_on_triton(artifact, prepared, features, trained):
     deployment = artifact(dsl.Artifact, "deployment")
     store = Path(report.path).parent / "store"
     for expected in (1, 2):
+        # As the pipeline runs them: the comparison with what serves, then the deploy.
+        comparison = artifact(dsl.Artifact, f"comparison-{expected}")
+        champion = compare_with_champion.python_func(
+            nvt_workflow=workflow,
+            ranker=ranker,
+            test_data=artifact(dsl.Dataset, "test_data", prepared["test"]),
+            dataset_spec=spec,
+            comparison=comparison,
+            comparison_report=artifact(dsl.Markdown, f"comparison-report-{expected}"),
+            gates="{}",
+            model_name="rankflow",
+            model_store=str(store),
+        )
+        assert champion.blessed is True
+        assert comparison.metadata["champion"] == (None if expected == 1 else 1)
         result = deploy_model.python_func(
             serving_model=serving_model,
+            champion_comparison=comparison,
             deployment=deployment,
             model_name="rankflow",
             model_store=str(store),
             triton_url="",
+            allow_contract_change=False,
         )
         assert result.version == expected
+    # The same model against itself: no difference on any task.
+    judged = json.loads(Path(comparison.path).read_text())
+    assert {t["candidate"] - t["champion"] for t in judged["tasks"].values()} == {0.0}
+    assert len(judged["tasks"]) == 4
+    # A comparison that no longer holds (version 2 serves now) publishes nothing.
+    with pytest.raises(DeployError, match="judged against version 1"):
+        deploy_model.python_func(
+            serving_model=serving_model,
+            champion_comparison=comparison,
+            deployment=artifact(dsl.Artifact, "deployment-stale"),
+            model_name="rankflow",
+            model_store=str(store),
+            triton_url="",
+            allow_contract_change=False,
+        )
     assert json.loads(Path(deployment.path).read_text())["previous"] == 1
     assert deployment.metadata.pop("sha256")
     assert deployment.metadata == {"model_name": "rankflow", "version": 2, "servers": []}
     assert (store / "rankflow" / "2" / "model.py").is_file()
 
 
-def test_deployment_gate_needs_both_blessings():
+def test_deployment_gate_needs_every_blessing():
     from components.deploy.component import deployment_gate
 
     gate = deployment_gate.python_func
-    assert gate(model_blessed=True, infra_blessed=True) is True
-    assert gate(model_blessed=True, infra_blessed=False) is False
-    assert gate(model_blessed=False, infra_blessed=True) is False
+    for blessings in itertools.product((True, False), repeat=3):
+        model, champion, infra = blessings
+        opened = gate(model_blessed=model, champion_blessed=champion, infra_blessed=infra)
+        assert opened is all(blessings)

@@ -457,16 +457,20 @@ def _claims(executors: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
     return claims
 
 
-def test_data_pvc_mounts_on_the_data_step_only(compiled):
+def test_data_pvc_mounts_on_the_steps_reading_the_log_only(compiled):
     _, executors = compiled
     claim = yaml.safe_load((K8S / "pipeline" / "data-pvc.yaml").read_text())
-    assert _claims(executors)[claim["metadata"]["name"]] == [("exec-prepare-data", "/data")]
+    assert _claims(executors)[claim["metadata"]["name"]] == [
+        ("exec-fingerprint-data", "/data"),
+        ("exec-prepare-data", "/data"),
+    ]
 
 
 def test_deploy_step_writes_the_model_store_triton_reads(compiled, serving):
     spec, executors = compiled
     mounts = _claims(executors)[MODEL_STORE]
-    assert [label for label, _ in mounts] == ["exec-deploy-model"]
+    # The deploy writes it; the champion comparison scores the serving version from it.
+    assert [label for label, _ in mounts] == ["exec-compare-with-champion", "exec-deploy-model"]
     (mount_path,) = {path for _, path in mounts}
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert parameters["model_store"]["defaultValue"] == mount_path

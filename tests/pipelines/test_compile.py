@@ -64,7 +64,14 @@ def test_dag_edges():
         artifacts = tasks[task]["inputs"].get("artifacts", {})
         return {a["taskOutputArtifact"]["producerTask"] for a in artifacts.values()}
 
-    assert upstream("prepare-data") == set()
+    assert upstream("fingerprint-data") == upstream("prepare-data") == set()
+    fingerprint = tasks["prepare-data"]["inputs"]["parameters"]["data_fingerprint"]
+    assert fingerprint["taskOutputParameter"]["producerTask"] == "fingerprint-data"
+    assert upstream("compare-with-champion") == {
+        "train-ranker",
+        "engineer-features",
+        "prepare-data",
+    }
     assert upstream("engineer-features") == {"prepare-data"}
     assert upstream("train-ranker") == {"engineer-features", "prepare-data"}  # + the spec
     assert upstream("evaluate-ranker") == {"train-ranker", "engineer-features", "prepare-data"}
@@ -89,6 +96,10 @@ def test_deploy_runs_only_when_evaluation_and_infra_validation_bless():
         "producerTask": "evaluate-ranker",
         "outputParameterKey": "blessed",
     }
+    assert gate["champion_blessed"]["taskOutputParameter"] == {
+        "producerTask": "compare-with-champion",
+        "outputParameterKey": "blessed",
+    }
     assert gate["infra_blessed"]["taskOutputParameter"] == {
         "producerTask": "validate-on-triton",
         "outputParameterKey": "blessed",
@@ -102,6 +113,35 @@ def test_deploy_runs_only_when_evaluation_and_infra_validation_bless():
     assert body["deploy-model"]["inputs"]["artifacts"]["serving_model"] == {
         "componentInputArtifact": "pipelinechannel--export-serving-model-serving_model"
     }
+    # The deploy publishes only while the version it was compared with still serves.
+    assert body["deploy-model"]["inputs"]["artifacts"]["champion_comparison"] == {
+        "componentInputArtifact": "pipelinechannel--compare-with-champion-comparison"
+    }
+
+
+def test_steps_reading_live_state_never_cache_and_the_data_step_keys_on_its_bytes():
+    """The data step caches on a fingerprint of the log (a task that never caches); what reads
+    the store or a server always runs, and submit leaves these options alone."""
+    spec, _ = _ir(COMPILED_PIPELINE)
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    never = {name for name, task in tasks.items() if task.get("cachingOptions", {}) == {}} & set(
+        STEPS
+    )
+    assert never == {
+        "fingerprint-data",
+        "compare-with-champion",
+        "validate-on-triton",
+        "deployment-gate",
+        "deploy-model",
+    }
+    assert tasks["prepare-data"]["cachingOptions"] == {"enableCache": True}
+    import inspect
+
+    from pipelines import submit
+
+    assert "enable_caching=None" in inspect.getsource(submit.submit)
 
 
 def test_one_image_tagged_with_the_version():
@@ -180,7 +220,7 @@ def test_every_step_runs_as_the_image_user_with_a_deadline():
         assert "secretAsEnv" not in executor, name
 
 
-def test_data_credentials_come_from_a_secret_on_the_data_step_only(tmp_path):
+def test_data_credentials_come_from_a_secret_on_the_steps_reading_the_log_only(tmp_path):
     from kfp import compiler
 
     from pipelines.ranking import build_pipeline
@@ -191,10 +231,13 @@ def test_data_credentials_come_from_a_secret_on_the_data_step_only(tmp_path):
     _, platform = _ir(path)
     kube = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     with_secret = {name for name, e in kube.items() if "secretAsEnv" in e}
-    assert with_secret == {"exec-prepare-data"}
-    (env,) = kube["exec-prepare-data"]["secretAsEnv"]
-    assert env["secretName"] == "s3-credentials"
-    assert {k["envVar"] for k in env["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    # The data step and the fingerprint its cache key depends on.
+    assert with_secret == {"exec-fingerprint-data", "exec-prepare-data"}
+    for executor in with_secret:
+        (env,) = kube[executor]["secretAsEnv"]
+        assert env["secretName"] == "s3-credentials"
+        keys = {k["envVar"] for k in env["keyToEnv"]}
+        assert keys == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
 
 def test_local_runs_do_not_retry(tmp_path):
