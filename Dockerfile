@@ -1,6 +1,8 @@
 # The one rankflow image: every pipeline component and the Triton Deployment run it.
 #   docker build -t ghcr.io/rankflow/rankflow:0.1.0 .
-# The tag is the package version (rankflow/__init__.py, rankflow/core/image.py); never push `latest`.
+# Released as the package version's tag (rankflow/__init__.py, rankflow/core/image.py); CI also
+# pushes every main commit as :sha-<12-hex commit>, the image `rankflow publish` pins by digest.
+# Never push `latest`.
 #
 # Base: NGC Merlin TensorFlow 23.08, the release matching the lock's merlin-core / nvtabular /
 # merlin-systems 23.8.0 pins. It brings CUDA, RAPIDS (cudf, dask-cuda), TensorFlow 2.12 and Triton

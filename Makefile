@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rankflow-installed
 HOST ?=
+CRON ?=
 ARGS ?=
 URL ?= 127.0.0.1:8001
 MODEL ?= rankflow
@@ -18,10 +19,10 @@ KEEP ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup run runs test test-fast compile submit serve query rollback manifests bench bench-quick bench-real audit lint format lock clean
+.PHONY: help setup run runs test test-fast compile compile-check submit publish schedule serve query rollback manifests bench bench-quick bench-real audit lint format lock clean
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 # Re-runs only when the lock or the project metadata changes.
 $(STAMP): requirements.lock pyproject.toml Makefile
@@ -52,9 +53,21 @@ test-fast: $(STAMP) ## Run the fast tier (no Merlin, TensorFlow or Triton import
 compile: $(STAMP) ## Compile the pipeline to pipelines/compiled/rankflow_ranking.yaml
 	$(VENV)/bin/rankflow compile
 
-submit: $(STAMP) ## Submit the compiled pipeline: make submit HOST=https://kubeflow.example/pipeline
+compile-check: $(STAMP) ## Fail when the committed pipelines/compiled/ YAML is not what `make compile` writes
+	$(VENV)/bin/rankflow compile --output build/compiled/rankflow_ranking.yaml
+	@diff -q pipelines/compiled/rankflow_ranking.yaml build/compiled/rankflow_ranking.yaml >/dev/null || { echo "pipelines/compiled/rankflow_ranking.yaml is stale: run make compile and commit it"; exit 1; }
+
+submit: $(STAMP) ## Create one run on Kubeflow: make submit HOST=https://kubeflow.example/pipeline [ARGS='--set epochs=5']
 	@test -n "$(HOST)" || { echo "usage: make submit HOST=<KFP endpoint> [ARGS='--set epochs=5']"; exit 2; }
 	$(VENV)/bin/rankflow submit --host "$(HOST)" $(ARGS)
+
+publish: $(STAMP) ## Upload this commit as a version of rankflow-ranking: make publish HOST=... [ARGS='--image REF']
+	@test -n "$(HOST)" || { echo "usage: make publish HOST=<KFP endpoint> [ARGS='--image <ref> --namespace <ns>']"; exit 2; }
+	$(VENV)/bin/rankflow publish --host "$(HOST)" $(ARGS)
+
+schedule: $(STAMP) ## Retrain on a schedule: make schedule HOST=... CRON='0 0 3 * * *' [ARGS='--set epochs=5']
+	@test -n "$(HOST)" -a -n "$(CRON)" || { echo "usage: make schedule HOST=<KFP endpoint> CRON='<6-field cron, seconds first>' [ARGS=...]"; exit 2; }
+	$(VENV)/bin/rankflow schedule --host "$(HOST)" --cron "$(CRON)" $(ARGS)
 
 serve: $(STAMP) ## Serve the local model store on Triton (gRPC 127.0.0.1:8001) until Ctrl-C
 	$(VENV)/bin/rankflow serve $(ARGS)

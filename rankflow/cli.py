@@ -1,4 +1,7 @@
-"""``rankflow`` command line: run locally, list runs, compile, submit, serve, query, roll back.
+"""``rankflow`` command line: run, publish to Kubeflow, serve, query, roll back.
+
+Locally: run, runs, compile; on Kubeflow: publish (a pipeline version), schedule (a recurring
+run), submit (one run); serving: serve, query, rollback, contract.
 
 Every command has its own subparser and handler. A :class:`RankflowError` ends a command as one
 line on stderr, ``rankflow <command>: <what is wrong>``, and its exit code (2: bad input or usage,
@@ -102,18 +105,56 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kfp_target(args: argparse.Namespace) -> Any:
+    import os
+
+    from pipelines.kubeflow import KfpTarget, read_token
+
+    return KfpTarget(
+        host=args.host,
+        namespace=args.namespace,
+        token=read_token(args.token_file, os.environ),
+    )
+
+
 def _submit(args: argparse.Namespace) -> int:
     from pipelines.compile import COMPILED_PIPELINE
-    from pipelines.submit import submit
+    from pipelines.kubeflow import submit
 
     run_id = submit(
-        args.host,
+        _kfp_target(args),
         pipeline_yaml=COMPILED_PIPELINE,
         arguments=parse_overrides(args.overrides),
         experiment=args.experiment,
-        namespace=args.namespace,
+        image=args.image,
     )
-    logger.info("run id: %s", run_id)
+    sys.stdout.write(json.dumps({"run_id": run_id}) + "\n")
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from pipelines.compile import COMPILED_PIPELINE
+    from pipelines.kubeflow import Release, publish
+
+    release = Release.resolve(Path.cwd(), version=args.version, image=args.image)
+    published = publish(_kfp_target(args), pipeline_yaml=COMPILED_PIPELINE, release=release)
+    sys.stdout.write(published.to_json() + "\n")
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from pipelines.kubeflow import schedule
+
+    scheduled = schedule(
+        _kfp_target(args),
+        cron=args.cron,
+        name=args.name,
+        arguments=parse_overrides(args.overrides),
+        version=args.version,
+        experiment=args.experiment,
+        replace_existing=args.replace,
+    )
+    sys.stdout.write(scheduled.to_json() + "\n")
     return 0
 
 
@@ -168,14 +209,20 @@ def _contract(args: argparse.Namespace) -> int:
 
 # -- parser ---------------------------------------------------------------------------------------
 def _command(
-    sub: Any, name: str, handler: Callable[[argparse.Namespace], int], common: Any, help: str
+    sub: Any,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    common: Any,
+    help: str,
+    parents: Sequence[Any] = (),
 ) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help, description=help, parents=[common])
+    parser = sub.add_parser(name, help=help, description=help, parents=[common, *parents])
     parser.set_defaults(handler=handler)
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipelines.kubeflow import DEFAULT_EXPERIMENT, PIPELINE_NAME
     from rankflow.core.contract import DEFAULT_ENDPOINT
     from serving.client import DEFAULT_URL
     from serving.deploy import DeployConfig
@@ -217,13 +264,70 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comp.add_argument("--gpu-product", help="nvidia.com/gpu.product node label for GPU steps")
 
-    submit = _command(sub, "submit", _submit, common, "submit the compiled pipeline to Kubeflow")
-    submit.add_argument("--host", required=True)
-    submit.add_argument("--experiment", default="rankflow")
-    submit.add_argument("--namespace")
+    kfp = argparse.ArgumentParser(add_help=False)
+    kfp.add_argument(
+        "--host",
+        required=True,
+        help="the KFP API's URL, e.g. https://kubeflow.example.com/pipeline",
+    )
+    kfp.add_argument("--namespace", help="the Kubeflow profile namespace (multi-user installs)")
+    kfp.add_argument(
+        "--token-file",
+        type=Path,
+        help="a bearer token for the KFP API; default: $KFP_TOKEN, else the in-cluster "
+        "service-account token, else none",
+    )
+    kfp.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+
+    submit = _command(
+        sub, "submit", _submit, common, "create one run of the compiled pipeline on Kubeflow", [kfp]
+    )
+    submit.add_argument("--image", help="run every step in this image (tag or digest)")
     submit.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE"
     )
+
+    publish = _command(
+        sub,
+        "publish",
+        _publish,
+        common,
+        f"upload the compiled pipeline as a new version of {PIPELINE_NAME} on Kubeflow",
+        [kfp],
+    )
+    publish.add_argument(
+        "--version",
+        help="the version's name; default: the checkout's commit (a tree with uncommitted "
+        "changes needs this)",
+    )
+    publish.add_argument(
+        "--image",
+        help="the image every step runs, tag or digest; default: "
+        "ghcr.io/rankflow/rankflow:sha-<commit>, what CI pushes",
+    )
+
+    sched = _command(
+        sub,
+        "schedule",
+        _schedule,
+        common,
+        f"create a recurring run of a published {PIPELINE_NAME} version (one at a time)",
+        [kfp],
+    )
+    sched.add_argument(
+        "--cron",
+        required=True,
+        help="KFP's 6-field cron, seconds first: '0 0 3 * * *' is 03:00 every day",
+    )
+    sched.add_argument("--name", default="rankflow-retrain", help="the recurring run's name")
+    sched.add_argument("--version", help="the pipeline version to run; default: the newest")
+    sched.add_argument(
+        "--replace",
+        action="store_true",
+        help="swap an existing recurring run of this name for this one (new first, then old "
+        "deleted)",
+    )
+    sched.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
 
     query = _command(sub, "query", _query, common, "score raw rows on a running Triton over gRPC")
     query.add_argument("--input", type=Path, required=True, help=".parquet, .csv, .json or .jsonl")

@@ -57,6 +57,8 @@ def test_every_command_has_its_own_handler():
         "runs",
         "compile",
         "submit",
+        "publish",
+        "schedule",
         "query",
         "serve",
         "rollback",
@@ -67,7 +69,12 @@ def test_every_command_has_its_own_handler():
 
 
 def _required(command: str) -> list[str]:
-    return {"submit": ["--host", "h"], "query": ["--input", "x.csv"]}.get(command, [])
+    return {
+        "submit": ["--host", "h"],
+        "publish": ["--host", "h"],
+        "schedule": ["--host", "h", "--cron", "0 0 3 * * *"],
+        "query": ["--input", "x.csv"],
+    }.get(command, [])
 
 
 def _log(tmp_path, *, like: list) -> str:

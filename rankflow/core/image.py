@@ -1,7 +1,8 @@
 """The one container image every component runs in, tagged with the package version.
 
-Changing the version is the only way to change the tag, so a compiled pipeline always names an
-immutable image that matches the code it was compiled from.
+The committed compiled pipeline names this release tag. ``rankflow publish`` rewrites every step
+to a per-commit reference (``:sha-<commit>`` or a digest, pipelines/kubeflow.py), so a published
+pipeline version runs exactly the code it was built from.
 """
 
 from rankflow import __version__
