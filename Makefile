@@ -19,7 +19,7 @@ KEEP ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup run runs test test-fast compile compile-check submit publish schedule serve query rollback manifests bench bench-quick bench-real audit lint format lock clean
+.PHONY: help setup run runs test test-fast compile compile-check submit publish schedule serve query rollback drift manifests bench bench-quick bench-real audit lint format lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ query: $(STAMP) ## Score rows on a running Triton: make query [URL=host:8001] [I
 
 rollback: $(STAMP) ## Serve the previously deployed version again: make rollback [MODEL=rankflow]
 	$(VENV)/bin/rankflow rollback --model "$(MODEL)" $(ARGS)
+
+drift: $(STAMP) ## Served inputs vs the serving version's training profiles (PSI; exit 3 on drift): make drift [ARGS='--since scrape.txt']
+	$(VENV)/bin/rankflow drift $(ARGS)
 
 manifests: $(STAMP) ## Render the Triton serving overlays (kustomize) into build/k8s/{cpu,gpu}.yaml
 	mkdir -p build/k8s

@@ -153,8 +153,10 @@ class KfpApi:
         import urllib3
         from kfp_server_api.exceptions import ApiException
 
+        # (connect, read): the generated client ignores a plain float.
+        timeout = (self.target.timeout_s, self.target.timeout_s)
         try:
-            return fn(*args, _request_timeout=self.target.timeout_s, **kwargs), None
+            return fn(*args, _request_timeout=timeout, **kwargs), None
         except ApiException as err:
             if err.status in tolerate:
                 return None, int(err.status)
@@ -163,8 +165,12 @@ class KfpApi:
                 f"{err.reason}: {_server_message(err.body)}{_hint(err.status)}"
             ) from err
         except urllib3.exceptions.HTTPError as err:
+            cause = getattr(err, "reason", None) or err  # MaxRetryError wraps the last failure
+            kind = type(cause).__name__
+            if isinstance(cause, urllib3.exceptions.TimeoutError):
+                kind += f", no answer in {self.target.timeout_s:g} s"
             raise KubeflowError(
-                f"{what}: cannot reach the KFP API at {self.target.base} ({type(err).__name__}); "
+                f"{what}: cannot reach the KFP API at {self.target.base} ({kind}); "
                 "check --host (a Kubeflow install serves it under /pipeline)"
             ) from err
 

@@ -207,6 +207,36 @@ def _contract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drift(args: argparse.Namespace) -> int:
+    from serving.drift import drift, metrics_url, scrape
+
+    since = None
+    if args.since is not None:
+        if not args.since.is_file():
+            raise UsageError(f"--since {args.since}: no such scrape (write one with --save)")
+        since = args.since.read_text()
+    metrics = scrape(metrics_url(args.store, args.metrics_url))
+    report = drift(
+        args.store,
+        model=args.model,
+        metrics=metrics,
+        version=args.version,
+        since=since,
+        threshold=args.threshold,
+        min_rows=args.min_rows,
+    )
+    if args.save is not None:
+        from rankflow.core.io import atomic_write_text
+
+        atomic_write_text(args.save, metrics)
+    sys.stdout.write((report.to_json() if args.json else report.table()) + "\n")
+    # A schedule acts on the exit code: 3 when an input drifted (0 stable, 1/2 errors).
+    return DRIFTED if report.drifted else 0
+
+
+DRIFTED = 3
+
+
 # -- parser ---------------------------------------------------------------------------------------
 def _command(
     sub: Any,
@@ -224,8 +254,10 @@ def _command(
 def build_parser() -> argparse.ArgumentParser:
     from pipelines.kubeflow import DEFAULT_EXPERIMENT, PIPELINE_NAME
     from rankflow.core.contract import DEFAULT_ENDPOINT
+    from rankflow.core.drift import DEFAULT_THRESHOLD
     from serving.client import DEFAULT_URL
     from serving.deploy import DeployConfig
+    from serving.drift import DEFAULT_METRICS_URL
     from serving.serve import DEFAULT_PORTS
 
     common = argparse.ArgumentParser(add_help=False)
@@ -370,6 +402,37 @@ def build_parser() -> argparse.ArgumentParser:
     contract.add_argument("--store", default=DeployConfig.model_store)
     contract.add_argument("--model", default=DEFAULT_ENDPOINT)
     contract.add_argument("--version", type=int, help="default: the serving version")
+
+    drift = _command(
+        sub,
+        "drift",
+        _drift,
+        common,
+        "compare the serving version's input counters with its training profiles (PSI); "
+        "exits 3 when an input drifted",
+    )
+    drift.add_argument("--store", default=DeployConfig.model_store)
+    drift.add_argument("--model", default=DEFAULT_ENDPOINT)
+    drift.add_argument("--version", type=int, help="default: the serving version")
+    drift.add_argument(
+        "--metrics-url",
+        help="Triton's Prometheus metrics endpoint; default: the local `rankflow serve` on "
+        f"--store, else {DEFAULT_METRICS_URL}",
+    )
+    drift.add_argument(
+        "--since", type=Path, help="an earlier scrape (--save): judge only the traffic after it"
+    )
+    drift.add_argument("--save", type=Path, help="write this scrape here, for a later --since")
+    drift.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="PSI above which an input has drifted (0.1 moderate, 0.25 a shift to act on)",
+    )
+    drift.add_argument(
+        "--min-rows", type=int, default=500, help="refuse to judge fewer served rows"
+    )
+    drift.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 

@@ -84,6 +84,8 @@ def export_cpu_repository(
         shutil.copytree(workflow_dir, version / "workflow")
         shutil.copytree(model_dir, version / "ranker")
         shutil.copyfile(Path(__file__).with_name("python_model.py"), version / "model.py")
+        if config.drift_reference is not None:
+            config.drift_reference.save(version)
         write_manifest(
             version, contract, layout="python", drop=spec.label_columns, **config.manifest_fields()
         )

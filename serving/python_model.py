@@ -5,7 +5,9 @@ holds the fitted workflow, the SavedModel and ``rankflow.json``. Runs inside Tri
 which provides ``triton_python_backend_utils``.
 """
 
+import contextlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,9 @@ from serving.scorer import RankerScorer
 
 #: A categorical value longer than this is not a category (a pasted document, an attack).
 MAX_VALUE_BYTES = 4096
+#: Seconds between pushes of the drift counts to Triton's metrics (``drift_flush_s`` in
+#: ``rankflow.json`` overrides it).
+DRIFT_FLUSH_S = 1.0
 
 
 def _column(name: str, values: np.ndarray) -> np.ndarray:
@@ -45,6 +50,69 @@ def _utf8(value: bytes) -> bool:
     return True
 
 
+class _DriftCounters:
+    """Per input and bucket, how many served values fell there (``rankflow drift`` reads them
+    from Triton's metrics port). Counting never fails a request: an error stops the counting."""
+
+    def __init__(self, reference, model: str, version: str, flush_s: float):
+        from rankflow.core.drift import METRIC
+
+        self.reference = reference
+        self.labels = {"model": model, "version": version}
+        self.family = pb_utils.MetricFamily(
+            name=METRIC,
+            description="served input values per training-profile bucket (rankflow drift)",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.metrics: dict = {}
+        # Counts go to Triton at most once a second: each increment is a message to the server
+        # process, and per-request increments cost more than the counting itself.
+        self.pending: dict = {}
+        self.flushed = time.monotonic()
+        self.flush_s = flush_s
+
+    @classmethod
+    def start(cls, version_dir: Path, model: str, version: str, flush_s: float):
+        from rankflow.core.drift import REFERENCE_FILE, DriftReference
+
+        if not (version_dir / REFERENCE_FILE).is_file():
+            return None  # exported before drift profiles
+        return cls(DriftReference.load(version_dir), model, version, flush_s)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # shutting down: the counts die with the server
+            self.flush()
+        # Triton wants every Metric gone before its MetricFamily.
+        self.metrics.clear()
+        self.family = None
+
+    def count(self, columns: dict) -> None:
+        if self.reference is None:
+            return
+        try:
+            for profile in self.reference.inputs:
+                counts = self.reference.bucket_counts(profile.name, columns[profile.name])
+                for bucket, n in counts.items():
+                    key = (profile.name, bucket)
+                    self.pending[key] = self.pending.get(key, 0) + n
+            if time.monotonic() - self.flushed >= self.flush_s:
+                self.flush()
+        except Exception as err:  # a bug here must not cost a request its scores
+            self.reference = None
+            pb_utils.Logger.log_error(f"rankflow: drift counting stopped: {err!r}")
+
+    def flush(self) -> None:
+        for key, n in self.pending.items():
+            if key not in self.metrics:
+                name, bucket = key
+                self.metrics[key] = self.family.Metric(
+                    labels={**self.labels, "input": name, "bucket": bucket}
+                )
+            self.metrics[key].increment(n)
+        self.pending = {}
+        self.flushed = time.monotonic()
+
+
 class TritonPythonModel:
     def initialize(self, args):
         from rankflow.core import integrity
@@ -58,6 +126,16 @@ class TritonPythonModel:
         self.scorer = RankerScorer(
             version_dir / "workflow", version_dir / "ranker", targets=meta.get("drop", self.tasks)
         )
+        self.drift = _DriftCounters.start(
+            version_dir,
+            args["model_name"],
+            args["model_version"],
+            flush_s=float(meta.get("drift_flush_s", DRIFT_FLUSH_S)),
+        )
+
+    def finalize(self):
+        if self.drift is not None:
+            self.drift.close()
 
     def _columns(self, request) -> dict:
         columns = {}
@@ -87,6 +165,9 @@ class TritonPythonModel:
                 good.append((i, self._columns(request)))
             except Exception as err:
                 responses[i] = self._error(err)
+        if self.drift is not None:
+            for _, columns in good:
+                self.drift.count(columns)
         if len(good) > 1 and self.scorer.rows_independent:
             try:
                 merged = {

@@ -8,6 +8,7 @@ from typing import Any
 
 from rankflow.core import integrity
 from rankflow.core.contract import DEFAULT_ENDPOINT
+from rankflow.core.drift import DriftReference
 from rankflow.core.window import TimeWindow
 
 
@@ -21,12 +22,21 @@ class ExportConfig:
     #: The rows the model was fitted on (train + valid), recorded in the manifest: what a later
     #: champion comparison must not judge it on.
     training_window: TimeWindow | None = None
+    #: The training inputs' profiles: what the endpoint's drift counters are bucketed by and
+    #: ``rankflow drift`` compares with (cpu flavour).
+    drift_reference: DriftReference | None = None
+    #: How often the endpoint pushes its drift counts to Triton's metrics (each push is a round
+    #: trip to the server process; 0 pushes after every request).
+    drift_flush_s: float = 1.0
 
     def manifest_fields(self) -> dict[str, Any]:
         """What this export adds to every version's ``rankflow.json``."""
-        if self.training_window is None:
-            return {}
-        return {"training_window": self.training_window.to_dict()}
+        fields: dict[str, Any] = {}
+        if self.training_window is not None:
+            fields["training_window"] = self.training_window.to_dict()
+        if self.drift_reference is not None:
+            fields["drift_flush_s"] = self.drift_flush_s
+        return fields
 
 
 def _compile_bytecode(source: Path) -> None:

@@ -63,6 +63,7 @@ def test_every_command_has_its_own_handler():
         "serve",
         "rollback",
         "contract",
+        "drift",
     }
     handlers = {parser.parse_args([c, *_required(c)]).handler for c in commands}
     assert len(handlers) == len(commands)

@@ -23,13 +23,15 @@ def export_serving_model(
     ``flavour``: "cpu" (python backend; any Triton) or "gpu" (NVTabular step + TensorFlow
     backend ensemble; a Triton with the TensorFlow backend, as in the NGC Merlin image). Every
     version records the time window of ``train_data`` and ``valid_data`` (what the model was
-    fitted on), so a later candidate is never judged against it on those rows.
+    fitted on), so a later candidate is never judged against it on those rows, and the
+    training inputs' profiles (``drift.json``), which served traffic is compared with.
     """
     from rankflow.core.steps import reporting
 
     with reporting("export-serving-model", serving_model):
         from pathlib import Path
 
+        from components.export.drift import drift_reference
         from rankflow.core.integrity import checked, record
         from rankflow.core.spec import DatasetSpec
         from rankflow.core.window import TimeWindow
@@ -37,13 +39,17 @@ def export_serving_model(
 
         spec = DatasetSpec.load(checked(dataset_spec))
         window = TimeWindow.of([checked(train_data), checked(valid_data)], spec.timestamp)
+        reference = drift_reference(spec, checked(train_data), checked(valid_data))
         export_repository(
             spec,
             workflow_dir=checked(nvt_workflow),
             model_dir=checked(ranker),
             repository=Path(serving_model.path),
             config=ExportConfig(
-                model_name=model_name, max_batch_size=max_batch_size, training_window=window
+                model_name=model_name,
+                max_batch_size=max_batch_size,
+                training_window=window,
+                drift_reference=reference,
             ),
             flavour=flavour,
         )

@@ -122,10 +122,15 @@ def test_there_are_manifests():
     assert {SERVING_BASE, *OVERLAYS.values()} <= set(KUSTOMIZATIONS)
 
 
+#: Custom resources kubernetes-validate has no schema for, each checked by its own test below.
+CUSTOM_RESOURCES = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+
 @pytest.mark.parametrize("path", PLAIN, ids=_rel)
 def test_plain_manifest_is_valid_kubernetes(path):
     for document in yaml.safe_load_all(path.read_text()):
-        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+        if (document["apiVersion"], document["kind"]) not in CUSTOM_RESOURCES:
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
         assert document["metadata"]["labels"]["app.kubernetes.io/name"] == "rankflow"
 
 
@@ -482,3 +487,20 @@ def test_deploy_step_writes_the_model_store_triton_reads(compiled, serving):
         assert int(port) in [p["port"] for p in replicas["spec"]["ports"]]
         claim = _one(serving[variant], "PersistentVolumeClaim", MODEL_STORE)
         assert "ReadWriteMany" in claim["spec"]["accessModes"]
+
+
+def test_the_service_monitor_scrapes_the_triton_metrics_port(serving):
+    """The ServiceMonitor selects the rankflow-triton Service (not the headless replica one, which
+    has no metrics port) by its labels and scrapes its named metrics port."""
+    (monitor,) = yaml.safe_load_all((K8S / "monitoring" / "servicemonitor.yaml").read_text())
+    assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(monitor["spec"]) == {"selector", "endpoints"}
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = [d for d in serving["base"] if d["kind"] == "Service"]
+    selected = [s for s in services if _selects(selector, s["metadata"]["labels"])]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    scraped = [s for s in selected if endpoint["port"] in {p["name"] for p in s["spec"]["ports"]}]
+    assert [s["metadata"]["name"] for s in scraped] == [TRITON]
+    (port,) = [p for p in scraped[0]["spec"]["ports"] if p["name"] == endpoint["port"]]
+    assert port["port"] == 8002 and endpoint["path"] == "/metrics"
+    assert endpoint["honorLabels"] is True

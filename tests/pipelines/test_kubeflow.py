@@ -207,6 +207,24 @@ def test_a_missing_or_stale_compile_and_a_server_s_refusal_are_one_line(kfp, tmp
         KfpTarget("kubeflow.example.com")
 
 
+def test_a_server_that_never_answers_times_out():
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        host = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(
+            KubeflowError,
+            match=r"cannot reach the KFP API.*\(ReadTimeoutError, no answer in 0\.3 s\)",
+        ):
+            submit(
+                KfpTarget(host, timeout_s=0.3),
+                pipeline_yaml=COMPILED_PIPELINE,
+                arguments={},
+            )
+
+
 # -- multi-user -----------------------------------------------------------------------------------
 def test_multi_user_installs_need_the_token_and_get_the_namespace(repo, tmp_path):
     with FakeKfpApi(token="s3cret", multi_user=True) as kfp:

@@ -1,0 +1,105 @@
+"""Drift profiles, bucketing and PSI on known distributions (no server)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rankflow.core.drift import (
+    METRIC,
+    OTHER,
+    UNSEEN,
+    DriftReference,
+    compare,
+    parse_counts,
+    psi,
+)
+from rankflow.core.errors import InputError
+
+pytestmark = pytest.mark.fast
+
+
+def _columns(rng, n, *, shift=0.0, new_ads=0.0):
+    ads = rng.zipf(1.6, n) % 500
+    ads = np.where(rng.random(n) < new_ads, 10_000 + rng.integers(0, 1000, n), ads)
+    return {
+        "ad": ads,
+        "country": rng.choice(["de", "fr", "us"], n, p=[0.5, 0.3, 0.2]),
+        "price": rng.lognormal(shift, 1.0, n),
+    }
+
+
+def _reference(rng):
+    return DriftReference.build(
+        _columns(rng, 50_000), categorical=["ad", "country"], continuous=["price"]
+    )
+
+
+def _served(reference, columns):
+    return {name: reference.bucket_counts(name, columns[name]) for name in columns}
+
+
+def test_profiles_hold_the_training_shares():
+    reference = _reference(np.random.default_rng(0))
+    country = reference.profile("country")
+    assert country.buckets == ("de", "fr", "us", OTHER, UNSEEN)
+    assert country.shares[0] == pytest.approx(0.5, abs=0.01)
+    price = reference.profile("price")
+    assert len(price.edges) == 9 and all(
+        s == pytest.approx(0.1, abs=1e-3) for s in price.shares[:10]
+    )
+    assert reference.profile("ad").buckets[-2:] == (OTHER, UNSEEN)
+
+
+def test_same_distribution_is_stable_and_a_shift_is_flagged_on_its_inputs_only():
+    rng = np.random.default_rng(1)
+    reference = _reference(rng)
+    same = compare(reference, _served(reference, _columns(rng, 5_000)), model="m", version="1")
+    assert same.drifted == () and max(i.psi for i in same.inputs) < 0.02
+    shifted = compare(
+        reference,
+        _served(reference, _columns(rng, 5_000, shift=1.0, new_ads=0.4)),
+        model="m",
+        version="1",
+    )
+    assert set(shifted.drifted) == {"ad", "price"}
+    ad = next(i for i in shifted.inputs if i.name == "ad")
+    assert ad.unseen_share == pytest.approx(0.4, abs=0.03)
+
+
+def test_missing_and_unseen_values_have_their_own_buckets(tmp_path):
+    reference = _reference(np.random.default_rng(2))
+    reference.save(tmp_path)
+    loaded = DriftReference.load(tmp_path)
+    assert loaded.bucket_counts("price", np.array([np.nan, 1.1])) == {"missing": 1, "b5": 1}
+    assert loaded.bucket_counts("country", np.array(["de", "xx", "de"])) == {"de": 2, UNSEEN: 1}
+    rare = next(a for a in range(1, 500) if str(a) not in loaded.profile("ad").buckets)
+    assert loaded.bucket_counts("ad", np.array([rare, 99_999])) == {OTHER: 1, UNSEEN: 1}
+    with pytest.raises(InputError, match=r"has no drift\.json"):
+        DriftReference.load(tmp_path / "absent")
+
+
+def test_psi_known_values_and_too_little_traffic():
+    assert psi([0.5, 0.5], [0.5, 0.5]) == 0.0
+    # (0.9 - 0.5) ln(0.9/0.5) + (0.1 - 0.5) ln(0.1/0.5)
+    assert psi([0.5, 0.5], [0.9, 0.1]) == pytest.approx(0.4 * np.log(1.8) + 0.4 * np.log(5))
+    reference = _reference(np.random.default_rng(3))
+    few = _served(reference, _columns(np.random.default_rng(4), 100))
+    with pytest.raises(InputError, match="has served 100 rows of input 'ad'"):
+        compare(reference, few, model="m", version="1")
+
+
+def test_prometheus_text_is_read_per_model_version():
+    text = "\n".join(
+        [
+            f"# TYPE {METRIC} counter",
+            f'{METRIC}{{model="rankflow",version="2",input="country",bucket="de"}} 7',
+            f'{METRIC}{{model="rankflow",version="1",input="country",bucket="de"}} 3',
+            f'{METRIC}{{bucket="a \\"q\\"",input="ad",model="rankflow",version="2"}} 1',
+            'nv_inference_count{model="rankflow",version="2"} 10',
+        ]
+    )
+    assert parse_counts(text, model="rankflow", version="2") == {
+        "country": {"de": 7.0},
+        "ad": {'a "q"': 1.0},
+    }
