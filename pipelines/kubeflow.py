@@ -336,10 +336,11 @@ class Release:
         commit: Commit | None = None
         if version is None or image is None:
             commit = current_commit(repo)
-            if commit.dirty and version is None:
+            if commit.dirty:
                 raise UsageError(
-                    "the working tree has uncommitted changes, so the commit does not name what "
-                    "would be published: commit them, or pass --version (and --image)"
+                    "the working tree has uncommitted changes, so neither the commit nor its "
+                    "image holds what would be published: commit them, or pass --version and "
+                    "--image (an image built from this tree)"
                 )
         if image is not None:
             check_image_reference(image)

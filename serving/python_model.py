@@ -73,11 +73,22 @@ class _DriftCounters:
 
     @classmethod
     def start(cls, version_dir: Path, model: str, version: str, flush_s: float):
-        from rankflow.core.drift import REFERENCE_FILE, DriftReference
+        try:
+            from rankflow.core.drift import REFERENCE_FILE, DriftReference
+        except ImportError as err:  # an image built before drift profiles
+            pb_utils.Logger.log_error(f"rankflow: drift counting off: {err!r}")
+            return None
 
         if not (version_dir / REFERENCE_FILE).is_file():
             return None  # exported before drift profiles
-        return cls(DriftReference.load(version_dir), model, version, flush_s)
+        if getattr(pb_utils, "MetricFamily", None) is None:  # Triton before 23.05
+            pb_utils.Logger.log_warn("rankflow: this Triton has no custom metrics: no drift counts")
+            return None
+        try:
+            return cls(DriftReference.load(version_dir), model, version, flush_s)
+        except Exception as err:  # monitoring must never keep a version from serving
+            pb_utils.Logger.log_error(f"rankflow: drift counting off: {err!r}")
+            return None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # shutting down: the counts die with the server

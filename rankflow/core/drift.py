@@ -40,13 +40,35 @@ DEFAULT_THRESHOLD = 0.25
 _SEEN_CACHE = 200_000
 
 
-def hash_values(values: np.ndarray) -> np.ndarray:
-    """A deterministic 64-bit hash per value (pandas' siphash with its fixed key)."""
+NULL = "<null>"
+
+
+def as_text(values: np.ndarray) -> np.ndarray:
+    """Values as the strings buckets are named by, the same for training and served arrays:
+    pyarrow reads an integer column with nulls as float64 (123.0, NaN) while serving casts it
+    to int64 (123), so integral floats print as integers and NaN / None as ``<null>``."""
+    values = np.asarray(values).reshape(-1)
+    if values.dtype.kind == "f":
+        finite = np.isfinite(values)
+        if finite.all() and np.all(values == np.round(values)):
+            return values.astype(np.int64).astype(str)
+        text = np.where(
+            finite & (values == np.round(np.where(finite, values, 0))),
+            np.where(finite, values, 0).astype(np.int64).astype(str),
+            values.astype(str),
+        )
+        return np.where(finite, text, NULL)
+    if values.dtype.kind == "O":
+        return np.array([NULL if v is None else str(v) for v in values.tolist()], dtype=str)
+    return values.astype(str)
+
+
+def hash_values(text: np.ndarray) -> np.ndarray:
+    """A deterministic 64-bit hash per string (pandas' siphash with its fixed key)."""
     import pandas as pd
 
     # As Python strings: a fixed-width numpy unicode array would hash its padding too.
-    text = np.asarray(values).astype(str).astype(object)
-    return pd.util.hash_array(text, categorize=True)
+    return pd.util.hash_array(np.asarray(text).astype(str).astype(object), categorize=True)
 
 
 @dataclass(frozen=True)
@@ -110,15 +132,14 @@ class DriftReference:
         for name in categorical:
             import pandas as pd
 
-            counted = (
-                pd.Series(np.asarray(columns[name]).reshape(-1)).astype(str).value_counts(sort=True)
-            )
+            counted = pd.Series(as_text(columns[name])).value_counts(sort=True)
             total = int(counted.sum())
             kept = counted.iloc[:top]
             vocabulary = np.unique(hash_values(counted.index.to_numpy()))
             unseen = 0.0
             if holdout is not None and len(holdout[name]):
-                unseen = float(1 - _members(vocabulary, hash_values(holdout[name])).mean())
+                held = as_text(holdout[name])
+                unseen = float(1 - _members(vocabulary, hash_values(held)).mean())
             shares = kept.to_numpy(dtype=np.float64) / total * (1 - unseen)
             profiles.append(
                 InputProfile(
@@ -159,7 +180,7 @@ class DriftReference:
         profile = self.profile(name)
         values = np.asarray(values).reshape(-1)
         if profile.kind == "categorical":
-            text = values.astype(str)
+            text = as_text(values)
             index = {b: i for i, b in enumerate(profile.buckets[:-2])}
             other, unseen = len(index), len(index) + 1
             # Served values repeat: each is hashed once, then remembered (bounded).
@@ -230,8 +251,17 @@ def psi(expected: Iterable[float], observed: Iterable[float]) -> float:
 
 
 # -- the served side ------------------------------------------------------------------------------
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)")
+_SAMPLE = re.compile(
+    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{(?P<labels>(?:[^"}]|"(?:[^"\\]|\\.)*")*)\}\s+'
+    r"(?P<value>\S+)"
+)
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+# The exposition format escapes only these three in label values.
+_ESCAPE = re.compile(r"\\(.)")
+
+
+def _unescape(value: str) -> str:
+    return _ESCAPE.sub(lambda m: "\n" if m[1] == "n" else m[1], value)
 
 
 def parse_counts(text: str, *, model: str, version: str) -> dict[str, dict[str, float]]:
@@ -241,9 +271,7 @@ def parse_counts(text: str, *, model: str, version: str) -> dict[str, dict[str, 
         match = _SAMPLE.match(line)
         if not match or match.group("name") != METRIC:
             continue
-        labels = {
-            k: v.encode().decode("unicode_escape") for k, v in _LABEL.findall(match["labels"])
-        }
+        labels = {k: _unescape(v) for k, v in _LABEL.findall(match["labels"])}
         if labels.get("model") != model or labels.get("version") != version:
             continue
         by_bucket = counts.setdefault(labels["input"], {})

@@ -96,10 +96,28 @@ def test_prometheus_text_is_read_per_model_version():
             f'{METRIC}{{model="rankflow",version="2",input="country",bucket="de"}} 7',
             f'{METRIC}{{model="rankflow",version="1",input="country",bucket="de"}} 3',
             f'{METRIC}{{bucket="a \\"q\\"",input="ad",model="rankflow",version="2"}} 1',
+            f'{METRIC}{{model="rankflow",version="2",input="geo",bucket="café}}"}} 4',
             'nv_inference_count{model="rankflow",version="2"} 10',
         ]
     )
     assert parse_counts(text, model="rankflow", version="2") == {
         "country": {"de": 7.0},
         "ad": {'a "q"': 1.0},
+        "geo": {"café}": 4.0},
     }
+
+
+def test_training_and_served_values_name_the_same_buckets():
+    """pyarrow reads an integer column with nulls as float64; serving casts it to int64."""
+    training = np.array([7.0, 7.0, 3.0, np.nan] * 100)
+    served = np.array([7, 3, 3, 7], dtype=np.int64)
+    reference = DriftReference.build(
+        {"geo": training}, categorical=["geo"], continuous=[], holdout={"geo": training}
+    )
+    assert reference.profile("geo").buckets == ("7", "3", "<null>", OTHER, UNSEEN)
+    assert reference.profile("geo").shares[-1] == 0.0  # the holdout's values were all seen
+    assert reference.bucket_counts("geo", served) == {"7": 2, "3": 2}
+    strings = DriftReference.build(
+        {"c": np.array(["a", None, "a"], dtype=object)}, categorical=["c"], continuous=[]
+    )
+    assert strings.bucket_counts("c", np.array(["a", "b"], dtype=object)) == {"a": 1, UNSEEN: 1}

@@ -162,9 +162,11 @@ def test_an_uncommitted_tree_names_no_version(repo):
     (repo / "code.py").write_text("changed")
     with pytest.raises(UsageError, match="uncommitted changes"):
         Release.resolve(repo)
-    # An explicit version says what it is; the image still defaults to the commit's.
-    release = Release.resolve(repo, version="hotfix-1")
-    assert release.version == "hotfix-1" and release.commit is None
+    # The commit's image is not this tree's code either: both must be named.
+    with pytest.raises(UsageError, match="uncommitted changes"):
+        Release.resolve(repo, version="hotfix-1")
+    release = Release.resolve(repo, version="hotfix-1", image=IMAGE)
+    assert (release.version, release.image, release.commit) == ("hotfix-1", IMAGE, None)
     with pytest.raises(UsageError, match="not a git checkout"):
         Release.resolve(repo.parent)
 
