@@ -153,7 +153,13 @@ class DriftReference:
         for name in continuous:
             values = np.asarray(columns[name], dtype=np.float64).reshape(-1)
             finite = values[np.isfinite(values)]
-            edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
+            # An input never present in training has one bin and "missing" (np.quantile of
+            # nothing raises).
+            edges = (
+                np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1]))
+                if len(finite)
+                else np.array([])
+            )
             counts = np.bincount(
                 np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1
             )

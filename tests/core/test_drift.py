@@ -121,3 +121,12 @@ def test_training_and_served_values_name_the_same_buckets():
         {"c": np.array(["a", None, "a"], dtype=object)}, categorical=["c"], continuous=[]
     )
     assert strings.bucket_counts("c", np.array(["a", "b"], dtype=object)) == {"a": 1, UNSEEN: 1}
+
+
+def test_a_continuous_input_with_no_value_in_training_is_profiled():
+    reference = DriftReference.build(
+        {"bid": np.full(10, np.nan)}, categorical=[], continuous=["bid"]
+    )
+    assert reference.profile("bid").buckets == ("b0", "missing")
+    assert reference.profile("bid").shares == (0.0, 1.0)
+    assert reference.bucket_counts("bid", np.array([np.nan, 2.0])) == {"b0": 1, "missing": 1}
