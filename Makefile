@@ -15,6 +15,8 @@ PIP_AUDIT := pip-audit==2.10.1
 AUDIT_VENV := build/audit-venv
 ADVISORY_DB ?=
 INPUT ?= $(firstword $(wildcard runs/latest/artifacts/*/prepare-data/test_data))
+# The suite waits on Triton and subprocesses about half the time: two workers use both cores.
+TEST_WORKERS ?= 2
 KEEP ?=
 
 .DEFAULT_GOAL := help
@@ -44,8 +46,8 @@ run: $(STAMP) ## Run the pipeline locally (kfp.local) on the synthetic log into 
 runs: $(STAMP) ## List the local runs (id, data, architecture, AUC, blessed, deployed); KEEP=N prunes to the newest N
 	$(VENV)/bin/rankflow runs $(if $(KEEP),--keep $(KEEP)) $(ARGS)
 
-test: $(STAMP) ## Run the whole test suite
-	$(PY) -m pytest $(ARGS)
+test: $(STAMP) ## Run the whole test suite (TEST_WORKERS=2 processes, a module per worker at a time)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(ARGS)
 
 test-fast: $(STAMP) ## Run the fast tier (no Merlin, TensorFlow or Triton imported; well under a minute)
 	$(PY) -m pytest --fast-tier $(ARGS)

@@ -115,6 +115,15 @@ def export_repository(
     """Export the ``flavour`` (one of ``FLAVOURS``) of the endpoint; see the module docstring."""
     if flavour not in EXPORTERS:
         raise ConfigError(f"unknown serving flavour {flavour!r}: choose one of {list(FLAVOURS)}")
+    unserved = [*spec.list_names, *spec.text_columns]
+    if unserved:
+        # The wire format for lists (padded [rows, L] plus lengths) and online text embedding
+        # are not in this release's endpoint: refuse before writing, instead of a repository
+        # whose contract would call each list one scalar.
+        raise ExportError(
+            f"list and text inputs {unserved} can't be served by this release's endpoint yet; "
+            "train and evaluate with them, export a spec without them"
+        )
     return EXPORTERS[flavour](
         spec, workflow_dir=workflow_dir, model_dir=model_dir, repository=repository, config=config
     )

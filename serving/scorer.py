@@ -69,8 +69,9 @@ class RankerScorer:
         }
 
     def _transform(self, raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's inputs: a list output ``c`` as ``c__values`` / ``c__offsets``."""
         if self.compiled is not None:
-            return self.compiled.transform(raw)
+            return self.compiled.model_inputs(raw)
         frame = self.workflow.transform(pd.DataFrame(raw))
         return {c: frame[c].to_numpy() for c in frame.columns}
 

@@ -47,8 +47,10 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    # Every process the tests start inherits this: how the leftover check knows them.
-    os.environ[SESSION_VARIABLE] = uuid.uuid4().hex
+    # Every process the tests start inherits this: how the leftover check knows them. An xdist
+    # worker keeps the controller's, so the controller's check sees every worker's servers.
+    if not hasattr(config, "workerinput") or SESSION_VARIABLE not in os.environ:
+        os.environ[SESSION_VARIABLE] = uuid.uuid4().hex
     if config.getoption("--fast-tier"):
         loaded = sorted(m for m in sys.modules if m.split(".", 1)[0] in HEAVY)
         if loaded:
@@ -58,6 +60,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    # Modules holding a slow test run first: with `-n 2 --dist loadscope` (make test) a module
+    # runs on one worker, and a several-minute module started last would be the run's tail.
+    slow = {item.module.__name__ for item in items if "slow" in item.keywords}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
     if not any("gpu" in item.keywords for item in items):
         return
     from rankflow.core.device import gpu_available

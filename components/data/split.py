@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.data.validate import open_dataset, task_violations
+from components.data.lists import element_kind, list_row_hashes, normalized_lists
+from components.data.validate import open_dataset, string_columns, task_violations
 from rankflow.core.artifacts import atomic_dir
 from rankflow.core.errors import ConfigError, DataValidationError
 from rankflow.core.spec import DatasetSpec
@@ -62,14 +63,27 @@ def first_occurrences(hashes: np.ndarray) -> np.ndarray:
     return keep
 
 
-def _row_hashes(dataset, columns: list[str]) -> np.ndarray:
+def _row_hashes(dataset, spec: DatasetSpec, kinds: dict[str, str]) -> np.ndarray:
     """A 64-bit hash of every row (all spec columns), streamed in record batches."""
     import pandas as pd
+    import pyarrow as pa
 
-    parts = [
-        pd.util.hash_pandas_object(batch.to_pandas(), index=False).to_numpy()
-        for batch in dataset.to_batches(columns=columns)
-    ]
+    lists = {e.column for e in spec.list_columns} | {e.times for e in spec.list_columns if e.times}
+    scalars = [c for c in spec.raw_columns if c not in lists]
+    parts = []
+    offset = 0
+    for batch in dataset.to_batches(columns=list(spec.raw_columns)):
+        table = pa.Table.from_batches([batch])
+        if spec.list_columns:
+            table = normalized_lists(spec, table, first_row=offset, kinds=kinds)
+        offset += table.num_rows
+        hashes = pd.util.hash_pandas_object(
+            table.select(scalars).to_pandas(), index=False
+        ).to_numpy()
+        for column in sorted(lists):
+            values = table.column(column).combine_chunks()
+            hashes = hashes * np.uint64(1_000_003) ^ list_row_hashes(values)
+        parts.append(hashes)
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
 
 
@@ -86,8 +100,9 @@ def split_by_time(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    dataset = open_dataset(source, spec.raw_columns)
-    keep = first_occurrences(_row_hashes(dataset, list(spec.raw_columns)))
+    dataset = open_dataset(source, spec.raw_columns, strings=string_columns(spec))
+    kinds = {e.column: element_kind(spec, e, dataset.schema) for e in spec.list_columns}
+    keep = first_occurrences(_row_hashes(dataset, spec, kinds))
     duplicates = int((~keep).sum())
     if duplicates:
         logger.warning("dropping %d exact duplicate row(s) of %s", duplicates, source)
@@ -109,6 +124,8 @@ def split_by_time(
         dropped = 0
         for batch in dataset.to_batches(columns=list(spec.raw_columns)):
             table = pa.Table.from_batches([batch])
+            if spec.list_columns:
+                table = normalized_lists(spec, table, first_row=offset, kinds=kinds)
             rows = slice(offset, offset + table.num_rows)
             offset += table.num_rows
             mask = keep[rows] if duplicates else np.ones(table.num_rows, dtype=bool)

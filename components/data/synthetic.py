@@ -40,6 +40,28 @@ N_POSITIONS = 10
 LATENT_DIM = 4
 #: Gamma shape of the dwell-time noise (its coefficient of variation is 1 / sqrt(shape)).
 DWELL_SHAPE = 5.0
+#: Topic vocabularies of the content columns (ad text, keywords, queries): each topic sits at a
+#: point of the latent space, and an ad's words come from the topics near its latent vector.
+TOPICS = (
+    ("running", "shoes", "marathon", "trail", "sneakers", "fitness", "sprint", "laces"),
+    ("hotel", "flight", "beach", "resort", "travel", "luggage", "island", "cruise"),
+    ("pizza", "delivery", "burger", "recipe", "kitchen", "dinner", "pasta", "snack"),
+    ("laptop", "gaming", "keyboard", "monitor", "wireless", "headphones", "console", "charger"),
+    ("mortgage", "savings", "loan", "insurance", "credit", "invest", "banking", "pension"),
+    ("dress", "jacket", "fashion", "denim", "boots", "handbag", "style", "scarf"),
+    ("garden", "sofa", "lamp", "furniture", "kitchenware", "bedding", "curtains", "plants"),
+    ("skincare", "perfume", "makeup", "shampoo", "serum", "lipstick", "lotion", "salon"),
+    ("toys", "puzzle", "stroller", "diapers", "crayons", "lego", "nursery", "tricycle"),
+    ("guitar", "concert", "vinyl", "piano", "festival", "speakers", "drums", "album"),
+    ("tires", "sedan", "dealership", "engine", "motorbike", "hybrid", "garage", "wheels"),
+    ("novel", "course", "tutorial", "bookstore", "language", "exam", "library", "textbook"),
+)
+#: Values a user history holds at most (the spec's lists_max_length keeps the newest 20).
+HISTORY_POOL = 40
+#: Words of an ad's title and of its keyword list; of a search query.
+TITLE_WORDS, KEYWORDS, QUERY_WORDS = 6, 3, 3
+#: How sharply an entity's words follow its latent vector (a softmax temperature's inverse).
+TOPIC_SHARPNESS = 4.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +82,15 @@ class SyntheticConfig:
     #: (rankflow 0.7016, all-pairs logistic regression 0.698, LightGBM 0.666; oracle 0.7263; one
     #: told the cells: 0.7198): a check that bound would have measured the sample, not the model.
     click_intercept: float = -2.2
+    #: Content columns: user histories (``recent_ads``, ``recent_categories``), ad keywords and
+    #: titles, search queries, and ads that first appear in the last ``cold_period`` of the
+    #: log (cold start). Drawn from streams of their own: the other columns stay as they are
+    #: without content, except that cold ads take a share of the late rows.
+    content: bool = False
+    #: Share of rows in the cold period that show an ad never shown before it.
+    cold_share: float = 0.2
+    #: The last share of the time range in which cold ads appear (the default test split).
+    cold_period: float = 0.1
 
     def __post_init__(self) -> None:
         if self.rows < 1:
@@ -68,6 +99,9 @@ class SyntheticConfig:
             raise ConfigError(f"chunk_rows must be >= 1, got {self.chunk_rows}")
         if self.days < 1:
             raise ConfigError(f"days must be >= 1, got {self.days}")
+        for name in ("cold_share", "cold_period"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not -10.0 <= self.click_intercept <= 10.0:
             raise ConfigError(
                 f"click_intercept must be within [-10, 10] (a logit), got {self.click_intercept}"
@@ -82,9 +116,34 @@ class SyntheticConfig:
     def ads(self) -> int:
         return self.n_ads or int(np.clip(self.rows // 1000, 100, 200_000))
 
+    @property
+    def cold_ads(self) -> int:
+        """Ads that appear only in the cold period (ids after every other ad's)."""
+        return max(10, self.ads // 10) if self.content and self.cold_share > 0 else 0
 
-def synthetic_spec() -> DatasetSpec:
-    """The spec describing the generator's columns."""
+
+def synthetic_spec(*, content: bool = False) -> DatasetSpec:
+    """The spec describing the generator's columns (``content``: see :class:`SyntheticConfig`)."""
+    from dataclasses import replace
+
+    from rankflow.core.spec import ListColumn
+
+    spec = _scalar_spec()
+    if not content:
+        return spec
+    return replace(
+        spec,
+        user_lists=(
+            ListColumn("recent_ads", of="ad_id"),
+            ListColumn("recent_categories", of="ad_category"),
+        ),
+        item_lists=(ListColumn("ad_keywords"),),
+        item_text=("ad_title",),
+        context_text=("query",),
+    )
+
+
+def _scalar_spec() -> DatasetSpec:
     return DatasetSpec(
         name="synthetic-ads-impressions",
         timestamp="event_ts",
@@ -139,6 +198,12 @@ class _World:
     geo_effect: np.ndarray
     creative_view: np.ndarray
     category_dwell: np.ndarray
+    #: Content (only with ``content``): per ad its title words and keywords, per user the pool
+    #: their history is drawn from.
+    ad_title: np.ndarray | None = None
+    ad_keywords: tuple[np.ndarray, ...] | None = None
+    user_pool: np.ndarray | None = None
+    topics: np.ndarray | None = None
 
 
 def _zipf_weights(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
@@ -148,6 +213,11 @@ def _zipf_weights(rng: np.random.Generator, n: int, exponent: float) -> np.ndarr
 
 
 def _make_world(config: SyntheticConfig) -> _World:
+    world = _base_world(config)
+    return _with_content(world, config) if config.content else world
+
+
+def _base_world(config: SyntheticConfig) -> _World:
     rng = np.random.default_rng([config.seed, 0xAD5])
     n_users, n_ads = config.users, config.ads
     n_advertisers = max(10, n_ads // 12)
@@ -160,6 +230,7 @@ def _make_world(config: SyntheticConfig) -> _World:
     user_interest = rng.integers(0, N_INTERESTS, n_users)
     ad_category = rng.integers(0, N_INTERESTS, n_ads)
     ad_creative = rng.integers(0, len(CREATIVES), n_ads)
+    engagement = _engagement_tables(config.seed)
     return _World(
         user_age=user_age,
         user_gender=rng.integers(0, len(GENDERS), n_users),
@@ -190,8 +261,91 @@ def _make_world(config: SyntheticConfig) -> _World:
         age_category_cvr=rng.normal(0.0, 0.5, (N_AGE_BUCKETS, N_INTERESTS)),
         geo_effect=rng.normal(0.0, 0.2, N_GEOS),
         # Drawn last, from their own stream, so the click and conversion worlds stay as they were.
-        **_engagement_tables(config.seed),
+        creative_view=engagement["creative_view"],
+        category_dwell=engagement["category_dwell"],
     )
+
+
+def _with_content(world: _World, config: SyntheticConfig) -> _World:
+    """The world's cold ads, everyone's words and the users' history pools, from streams of
+    their own (the world without content is unchanged)."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng([config.seed, 0xC0DE])
+    cold = config.cold_ads
+    if cold:
+        campaigns = world.ad_campaign[rng.integers(0, len(world.ad_campaign), cold)]
+        category = rng.integers(0, N_INTERESTS, cold)
+        creative = rng.integers(0, len(CREATIVES), cold)
+        latent = _cold_latent(world, category, creative, rng)
+        world = replace(
+            world,
+            ad_advertiser=np.concatenate([world.ad_advertiser, _advertiser_of(world, campaigns)]),
+            ad_campaign=np.concatenate([world.ad_campaign, campaigns]),
+            ad_category=np.concatenate([world.ad_category, category]),
+            ad_creative=np.concatenate([world.ad_creative, creative]),
+            ad_bid=np.concatenate([world.ad_bid, rng.lognormal(0.0, 0.5, cold)]),
+            ad_quality=np.concatenate([world.ad_quality, rng.normal(0.0, 0.2, cold)]),
+            ad_latent=np.concatenate([world.ad_latent, latent]),
+        )
+    topics = rng.normal(0.0, 1.0, (len(TOPICS), LATENT_DIM))
+    title = _draw_words(rng, topics, world.ad_latent, TITLE_WORDS)
+    keywords = _draw_words(rng, topics, world.ad_latent, KEYWORDS)
+    n_users, warm = len(world.user_latent), len(world.ad_weights)
+    # A user's history pool: warm ads they engaged with, more likely the closer the ad.
+    affinity = world.user_latent @ world.ad_latent[:warm].T
+    weights = np.log(world.ad_weights)[None, :] + 2.0 * affinity / (affinity.std() + 1e-9)
+    gumbel = -np.log(-np.log(rng.random((n_users, warm))))
+    pool = np.argsort(-(weights + gumbel), axis=1)[:, :HISTORY_POOL]
+    return replace(
+        world,
+        # Repeated words collapse, as ad copy wouldn't say "boots boots".
+        ad_title=np.array([" ".join(dict.fromkeys(row)) for row in title], dtype=object),
+        ad_keywords=tuple(np.unique(row) for row in keywords),
+        user_pool=pool,
+        topics=topics,
+    )
+
+
+_WORDS = np.array([w for topic in TOPICS for w in topic], dtype=object)
+
+
+def _draw_words(
+    rng: np.random.Generator, topics: np.ndarray, latent: np.ndarray, count: int
+) -> np.ndarray:
+    """``count`` words per row of ``latent``: a topic near the vector, then one of its words."""
+    scale = np.linalg.norm(latent, axis=1, keepdims=True) + 1e-9
+    logits = TOPIC_SHARPNESS * (latent / scale) @ topics.T
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    cdf = (probs / probs.sum(axis=1, keepdims=True)).cumsum(axis=1)
+    picks = np.minimum(
+        (rng.random((len(latent), count, 1)) > cdf[:, None, :]).sum(axis=2), len(TOPICS) - 1
+    )
+    per_topic = len(TOPICS[0])
+    return _WORDS[picks * per_topic + rng.integers(0, per_topic, picks.shape)]
+
+
+def _advertiser_of(world: _World, campaigns: np.ndarray) -> np.ndarray:
+    owner = dict(zip(world.ad_campaign.tolist(), world.ad_advertiser.tolist(), strict=False))
+    return np.array([owner[c] for c in campaigns.tolist()], dtype=world.ad_advertiser.dtype)
+
+
+def _cold_latent(
+    world: _World,
+    category: np.ndarray,
+    creative: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A cold ad's latent vector: the warm ads' mean for its category and creative (what its
+    attributes tell) plus a fresh id-level part (what only its content tells)."""
+    warm = world.ad_latent
+    out = np.empty((len(category), LATENT_DIM))
+    scale = 1.0 / np.sqrt(LATENT_DIM * 3)
+    for i, (cat, cre) in enumerate(zip(category, creative, strict=True)):
+        same = (world.ad_category == cat) & (world.ad_creative == cre)
+        base = warm[same].mean(axis=0) if same.any() else warm[world.ad_category == cat].mean(0)
+        out[i] = base + rng.normal(0.0, 0.3 * scale, LATENT_DIM)
+    return out
 
 
 def _engagement_tables(seed: int) -> dict[str, np.ndarray]:
@@ -237,6 +391,14 @@ def _chunk(
     ts_offset = np.sort((np.arange(start, stop) + rng.random(n)) * (span / config.rows))
     timestamps = (pd.Timestamp(config.start) + pd.to_timedelta(ts_offset, unit="s")).floor("ms")
     hour = timestamps.hour.to_numpy()
+
+    content = np.random.default_rng([config.seed, index, 0xC0DE]) if config.content else None
+    if content is not None and config.cold_ads:
+        # In the cold period some rows show an ad never shown before (ids after the warm ads').
+        late = ts_offset >= (1.0 - config.cold_period) * span
+        swap = late & (content.random(n) < config.cold_share)
+        ads = ads.copy()
+        ads[swap] = len(world.ad_weights) + content.integers(0, config.cold_ads, int(swap.sum()))
 
     age, interest = world.user_age[users], world.user_interest[users]
     category, creative = world.ad_category[ads], world.ad_creative[ads]
@@ -295,7 +457,7 @@ def _chunk(
     long_view = rng.random(n) < p_view
     dwell = rng.gamma(DWELL_SHAPE, dwell_mean / DWELL_SHAPE)
 
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "user_id": users.astype(np.int64),
             "user_age_bucket": age.astype(np.int64),
@@ -325,6 +487,50 @@ def _chunk(
             "dwell_expected": dwell_mean.astype(np.float64),
         }
     )
+    if content is not None:
+        for name, values in _content_columns(world, content, users, ads, surface).items():
+            frame[name] = values
+    return frame
+
+
+#: Longest history a row is drawn with (past the default lists_max_length: the workflow
+#: truncates).
+HISTORY_MAX = 24
+
+
+def _content_columns(
+    world: _World,
+    rng: np.random.Generator,
+    users: np.ndarray,
+    ads: np.ndarray,
+    surface: np.ndarray,
+) -> dict[str, list | np.ndarray]:
+    """Each row's history (a window of the user's pool, oldest first), the ad's keywords and
+    title, and on the search surface a query drawn near the user's latent vector."""
+    if world.user_pool is None or world.topics is None or world.ad_title is None:
+        raise ConfigError("the synthetic world was drawn without content")
+    if world.ad_keywords is None:
+        raise ConfigError("the synthetic world was drawn without content")
+    n = len(users)
+    lengths = rng.integers(0, HISTORY_MAX + 1, n)
+    start = rng.integers(0, HISTORY_POOL, n)
+    window = (start[:, None] + np.arange(HISTORY_MAX)[None, :]) % HISTORY_POOL
+    picks = world.user_pool[users[:, None], window]
+    keep = np.arange(HISTORY_MAX)[None, :] < lengths[:, None]
+    flat = picks[keep]
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    history = np.split(flat.astype(np.int64), bounds[1:-1])
+    recent_categories = np.split(world.ad_category[flat].astype(np.int64), bounds[1:-1])
+    searched = surface == SURFACES.index("search")
+    words = _draw_words(rng, world.topics, world.user_latent[users], QUERY_WORDS)
+    query = np.where(searched, [" ".join(row) for row in words], "")
+    return {
+        "recent_ads": history,
+        "recent_categories": recent_categories,
+        "ad_keywords": [world.ad_keywords[a] for a in ads],
+        "ad_title": world.ad_title[ads],
+        "query": query.astype(object),
+    }
 
 
 def iter_chunks(config: SyntheticConfig) -> Iterator[pd.DataFrame]:
@@ -370,7 +576,7 @@ def write_synthetic_log(config: SyntheticConfig, out_dir: str | Path) -> tuple[P
     finally:
         if writer is not None:
             writer.close()
-    spec = synthetic_spec()
+    spec = synthetic_spec(content=config.content)
     spec.save(out / "spec.yaml")
     logger.info("wrote %d synthetic rows to %s", config.rows, path)
     return path, spec

@@ -7,12 +7,14 @@ names the offending column (and a sample value where there is one).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from components.data.lists import LeakCheck, check_list_type, element_kind, normalized_lists
 from rankflow.core.errors import DataValidationError
 from rankflow.core.spec import DatasetSpec
 
@@ -53,9 +55,16 @@ def detect_format(source: str | Path) -> str:
     )
 
 
-def open_dataset(source: str | Path, columns: tuple[str, ...]):  # -> pyarrow.dataset.Dataset
-    """Open a parquet/CSV log lazily; fails clearly when missing, empty or unreadable."""
+def open_dataset(
+    source: str | Path, columns: tuple[str, ...], *, strings: tuple[str, ...] = ()
+):  # -> pyarrow.dataset.Dataset
+    """Open a parquet/CSV log lazily; fails clearly when missing, empty or unreadable.
+
+    ``strings`` are read from a CSV log as text whatever they look like: a list field "17" is
+    the one-value list, not an integer column.
+    """
     import pyarrow as pa
+    import pyarrow.csv as pcsv
     import pyarrow.dataset as ds
 
     from rankflow.core.io import harden_pyarrow
@@ -69,12 +78,21 @@ def open_dataset(source: str | Path, columns: tuple[str, ...]):  # -> pyarrow.da
         if fmt == "csv":
             # Read every spec column as its natural type, but keep ids/categoricals as inferred;
             # the type check below decides whether they're acceptable.
-            dataset = ds.dataset(str(path), format="csv")
+            dataset = ds.dataset(
+                str(path),
+                format=ds.CsvFileFormat(
+                    convert_options=pcsv.ConvertOptions(
+                        column_types=dict.fromkeys(strings, pa.string())
+                    )
+                ),
+            )
         else:
             dataset = ds.dataset(str(path), format="parquet")
         schema = dataset.schema
     except (pa.ArrowInvalid, OSError) as err:
-        raise DataValidationError(f"cannot read {fmt} data at {source}: {err}") from err
+        raise DataValidationError(
+            f"cannot read {fmt} data at {source}: {read_error(err, path)}"
+        ) from err
     except RuntimeError as err:
         if "Disallowed deserialization" not in str(err):
             raise
@@ -91,6 +109,40 @@ def open_dataset(source: str | Path, columns: tuple[str, ...]):  # -> pyarrow.da
     return dataset
 
 
+_CSV_PLACE = re.compile(r"(?:In CSV column #(\d+): )?(?:CSV parse error: )?Row #(\d+): (.*)", re.S)
+
+
+def read_error(err: Exception, path: Path) -> str:
+    """Arrow's reading error in one line; for a CSV, its place as column name and data row
+    (counted from 0 after the header, as every other message counts rows)."""
+    text = str(err)
+    if not (path.is_file() and detect_format(path) == "csv"):
+        return text.splitlines()[0] if text else repr(err)
+    match = _CSV_PLACE.search(text)
+    if match is None:
+        return text.splitlines()[0]
+    column, line, problem = match.groups()
+    where = f"row {int(line) - 2} (line {line})"
+    if column is not None:
+        import csv
+
+        with path.open(newline="", errors="replace") as handle:
+            header = next(csv.reader(handle), [])
+        index = int(column)
+        name = header[index] if index < len(header) else f"#{index}"
+        where = f"column '{name}' {where}"
+    problem = problem.splitlines()[0]
+    hint = ""
+    if "Expected" in problem and "columns" in problem:
+        hint = (
+            "; a field holding the delimiter must be quoted (a list joined by ',' is one "
+            "quoted field, or choose another list_separator)"
+        )
+    if "UTF8" in problem:
+        hint = "; re-encode the log as UTF-8"
+    return f"{where}: {problem}{hint}"
+
+
 def _role_of(spec: DatasetSpec) -> dict[str, str]:
     roles: dict[str, str] = {}
     if spec.user_id is not None:
@@ -101,6 +153,17 @@ def _role_of(spec: DatasetSpec) -> dict[str, str]:
     roles.update({c: "item categorical" for c in spec.item_categorical})
     roles.update({c: "context categorical" for c in spec.context_categorical})
     roles.update({c: "continuous" for c in spec.continuous})
+    for section, lists in (
+        ("user", spec.user_lists),
+        ("item", spec.item_lists),
+        ("context", spec.context_lists),
+    ):
+        for entry in lists:
+            roles[entry.column] = f"{section} list" + (f" of {entry.of}" if entry.of else "")
+            if entry.times is not None:
+                roles[entry.times] = f"times of {entry.column}"
+    roles.update({c: "item text" for c in spec.item_text})
+    roles.update({c: "context text" for c in spec.context_text})
     roles.update({c: "slice" for c in spec.slices if c not in roles})
     roles.update({t.column: f"{t.name} {t.kind} target" for t in spec.tasks})
     roles.update({t.truth: f"{t.name} truth" for t in spec.tasks if t.truth is not None})
@@ -140,14 +203,47 @@ def check_types(spec: DatasetSpec, schema) -> None:  # schema: pyarrow.Schema
     if spec.weight_column is not None:
         expected[spec.weight_column] = number
     expected[spec.timestamp] = moment
+    text = (is_string, "a string (text)")
+    expected.update(dict.fromkeys(spec.text_columns, text))
     roles = _role_of(spec)
+    for entry in spec.list_columns:
+        check_list_type(spec, entry, schema, roles[entry.column])
+    skip = {*spec.list_names, *(e.times for e in spec.list_columns if e.times)}
     for column in spec.raw_columns:
+        if column in skip:
+            continue  # checked above, and value by value when read
         dtype = schema.field(column).type
         accepts, description = expected[column]
         if not accepts(dtype):
             raise DataValidationError(
                 f"column '{column}' ({roles[column]}) has type {dtype}, expected {description}"
             )
+
+
+def string_columns(spec: DatasetSpec) -> tuple[str, ...]:
+    """Columns a CSV log holds as text whatever they look like: lists, their times, text."""
+    times = tuple(e.times for e in spec.list_columns if e.times is not None)
+    return spec.list_names + times + spec.text_columns
+
+
+def _check_text(column: str, values, *, first_row: int) -> None:
+    """Text must be UTF-8 (parquet does not check it on write; CSV reading does)."""
+    import pyarrow as pa
+
+    try:
+        values.validate(full=True)
+    except pa.ArrowInvalid:
+        for row, value in enumerate(values.cast(pa.binary()).to_pylist()):
+            if value is None:
+                continue
+            try:
+                value.decode()
+            except UnicodeDecodeError as err:
+                raise DataValidationError(
+                    f"text column '{column}' row {first_row + row} is not UTF-8 ({err.reason} "
+                    f"at byte {err.start}); re-encode the log's text as UTF-8"
+                ) from None
+        raise
 
 
 def _floats(batch, column: str) -> np.ndarray:
@@ -219,11 +315,13 @@ def validate_log(spec: DatasetSpec, source: str | Path) -> ValidationReport:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    dataset = open_dataset(source, spec.raw_columns)
+    dataset = open_dataset(source, spec.raw_columns, strings=string_columns(spec))
     try:
         empty = dataset.count_rows() == 0
     except (pa.ArrowInvalid, OSError) as err:
-        raise DataValidationError(f"cannot read rows of {source}: {err}") from err
+        raise DataValidationError(
+            f"cannot read rows of {source}: {read_error(err, Path(source))}"
+        ) from err
     if empty:
         raise DataValidationError(f"raw data at {source} has no rows")
     check_types(spec, dataset.schema)
@@ -238,9 +336,18 @@ def validate_log(spec: DatasetSpec, source: str | Path) -> ValidationReport:
     ts_max: Any = None
     window = _event_window()
     columns = {t.name: t.column for t in spec.tasks}
+    kinds = {e.column: element_kind(spec, e, dataset.schema) for e in spec.list_columns}
+    leaks = LeakCheck(spec)
     try:
         batches = dataset.to_batches(columns=list(spec.raw_columns))
         for batch in batches:
+            if spec.list_columns:
+                table = normalized_lists(
+                    spec, pa.Table.from_batches([batch]), first_row=rows, kinds=kinds
+                )
+                leaks.add(table)
+            for column in spec.text_columns:
+                _check_text(column, batch.column(column), first_row=rows)
             rows += batch.num_rows
             for column in not_null:
                 nulls = batch.column(column).null_count
@@ -329,7 +436,10 @@ def validate_log(spec: DatasetSpec, source: str | Path) -> ValidationReport:
             ts_min = lo if ts_min is None else min(ts_min, lo)
             ts_max = hi if ts_max is None else max(ts_max, hi)
     except (pa.ArrowInvalid, OSError) as err:
-        raise DataValidationError(f"cannot read rows of {source}: {err}") from err
+        raise DataValidationError(
+            f"cannot read rows of {source}: {read_error(err, Path(source))}"
+        ) from err
+    leaks.check()
     if spec.weight_column is not None and not weight_total > 0:
         raise DataValidationError(f"weight column '{spec.weight_column}' is 0 on every row")
     for name, count in violations.items():

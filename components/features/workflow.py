@@ -136,6 +136,9 @@ def build_workflow(
         node = nodes[0] if len(nodes) == 1 else nodes[0] + nodes[1]
         return node >> ops.AddTags([*tags])
 
+    # A scalar column that lists are declared of is encoded jointly with them: one vocabulary,
+    # so a history of ad ids and the candidate ad share codes (and Merlin one embedding table).
+    shared = {e.of for e in spec.list_columns if e.of is not None}
     groups = [
         (() if spec.user_id is None else (spec.user_id,), (Tags.USER, Tags.ID, Tags.USER_ID)),
         (spec.user_categorical, (Tags.USER,)),
@@ -143,7 +146,36 @@ def build_workflow(
         (spec.item_categorical, (Tags.ITEM,)),
         (spec.context_categorical, (Tags.CONTEXT,)),
     ]
-    nodes = [categorical(columns, *tags) for columns, tags in groups if columns]
+    nodes = []
+    for columns, tags in groups:
+        own = tuple(c for c in columns if c not in shared)
+        if own:
+            nodes.append(categorical(own, *tags))
+    scalar_tags = {c: tags for columns, tags in groups for c in columns}
+    list_tags = {
+        **{e.column: (Tags.USER,) for e in spec.user_lists},
+        **{e.column: (Tags.ITEM,) for e in spec.item_lists},
+        **{e.column: (Tags.CONTEXT,) for e in spec.context_lists},
+    }
+
+    def newest(node):  # a list ordered oldest to newest keeps its newest values
+        return node >> ops.ListSlice(-spec.lists_max_length)
+
+    for of in sorted(shared):
+        members = [e.column for e in spec.list_columns if e.of == of]
+        joint = [[of, *members]] >> ops.Categorify(
+            freq_threshold=spec.categorify.freq_threshold,
+            out_path=str(categories_dir),
+            dtype="int32",
+            encode_type="joint",
+        )
+        nodes.append(joint[[of]] >> ops.AddTags([*scalar_tags[of]]))
+        for column in members:
+            nodes.append(newest(joint[[column]]) >> ops.AddTags([*list_tags[column]]))
+    for entry in spec.list_columns:
+        if entry.of is None:
+            node = newest([entry.column] >> vocabulary())
+            nodes.append(node >> ops.AddTags([*list_tags[entry.column]]))
     transforms = spec.continuous_transforms
     plain = [c for c in spec.continuous if c not in transforms]
     # Nulls take the train median: filled with 0 and z-scored, MovieLens' unknown release years
@@ -236,7 +268,9 @@ def run_feature_engineering(
         tempfile.TemporaryDirectory(prefix="rankflow-categories-") as categories_dir,
     ):
         # Before the fit: a drifted split fails in seconds, not after the longest part.
-        _check_split_schemas(splits, [*spec.feature_columns, *spec.label_columns])
+        # Text is embedded by the content step, not transformed here.
+        inputs = [c for c in spec.feature_columns if c not in spec.text_columns]
+        _check_split_schemas(splits, [*inputs, *spec.label_columns])
         workflow = build_workflow(
             spec,
             categories_dir=categories_dir,
@@ -266,7 +300,8 @@ def _cardinalities(spec: DatasetSpec, workflow: nvt.Workflow) -> dict[str, int]:
     for column in workflow.output_schema:
         domain = column.int_domain
         bucketized = [c for c, t in spec.continuous_transforms.items() if t.kind == "bucketize"]
-        if domain is not None and column.name in (*spec.categorical_columns, *bucketized):
+        encoded = (*spec.categorical_columns, *spec.list_names, *bucketized)
+        if domain is not None and column.name in encoded:
             cardinalities[column.name] = int(domain.max) + 1
     return cardinalities
 
@@ -339,6 +374,8 @@ def _transform_compiled(compiled, workflow: nvt.Workflow, source: Path, out: Pat
     import pyarrow.parquet as pq
     from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 
+    from rankflow.core.compiled import Ragged
+
     files = sorted(source.glob("*.parquet")) if source.is_dir() else [source]
     if not files:
         raise MissingArtifactError(f"no parquet files in {source}")
@@ -352,14 +389,23 @@ def _transform_compiled(compiled, workflow: nvt.Workflow, source: Path, out: Pat
             for batch in reader.iter_batches(
                 batch_size=config.batch_rows, columns=list(compiled.inputs)
             ):
-                # Through pandas, as NVTabular reads: same null and dtype conventions.
-                frame = batch.to_pandas()
-                columns = compiled.transform({c: frame[c].to_numpy() for c in compiled.inputs})
-                table = pa.table({c: columns[c] for c in names})
+                # Through pandas, as NVTabular reads: same null and dtype conventions; lists
+                # straight from Arrow (pandas would make an object array per row).
+                scalars = [c for c in compiled.inputs if c not in compiled.lists]
+                frame = batch.select(scalars).to_pandas()
+                raw = {c: Ragged.from_arrow(batch.column(c)) for c in compiled.lists}
+                raw.update({c: frame[c].to_numpy() for c in scalars})
+                columns = compiled.transform(raw)
+                table = pa.table(
+                    {
+                        c: columns[c].to_arrow() if isinstance(columns[c], Ragged) else columns[c]
+                        for c in names
+                    }
+                )
                 if writer is None:
                     writer = pq.ParquetWriter(out / "part_0.parquet", table.schema)
                 writer.write_table(table)
-                rows += len(frame)
+                rows += batch.num_rows
     finally:
         if writer is not None:
             writer.close()

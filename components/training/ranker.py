@@ -302,6 +302,9 @@ def build_ranker(
         categorical=mm.Embeddings(
             features.select_by_tag(Tags.CATEGORICAL),
             dim=config.embedding_dim,
+            # A list's values are embedded in its (possibly shared) table and averaged over the
+            # row's values; an empty list embeds as zeros.
+            sequence_combiner="mean",
         ),
     )
 

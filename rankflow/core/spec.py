@@ -9,6 +9,13 @@ tasks (any number >= 1; each ``binary`` or ``regression``, optionally ``given`` 
 task it only happens under, with a loss ``weight``), an optional per-row ``weight_column`` and the
 evaluation ``slices``. The pre-0.2 ``targets: {click: ..., conversion: ...}`` mapping still loads:
 a click task, and a conversion task given the click.
+
+Besides scalar columns a role may carry **lists** (a user's recent ads or categories, an ad's
+keywords) and **text** (an ad's title, the search query). A list is ordered oldest to newest:
+its last ``lists_max_length`` values are kept, the newest. A history list declared ``of:`` a
+scalar categorical column shares that column's vocabulary, so a user's recent ads and the
+candidate ad are embedded alike. In a CSV log a list arrives as one string of values joined by
+``list_separator``.
 """
 
 from __future__ import annotations
@@ -36,6 +43,41 @@ CONTINUOUS_TRANSFORMS = ("log", "clip", "bucketize")
 CLIP_QUANTILES = (0.001, 0.999)
 #: Quantile buckets of a ``bucketize`` transform unless ``bins`` is given.
 DEFAULT_BINS = 10
+#: Values a list keeps (its newest) unless the spec says ``lists_max_length``.
+LISTS_MAX_LENGTH = 20
+#: How a CSV log joins a list's values into one field unless the spec says ``list_separator``.
+LIST_SEPARATOR = "|"
+#: The roles of a spec section, and which of them a section may have.
+SECTION_KEYS = {
+    "user": ("id", "categorical", "lists"),
+    "item": ("id", "categorical", "lists", "text"),
+    "context": ("categorical", "lists", "text"),
+}
+
+
+@dataclass(frozen=True)
+class ListColumn:
+    """A list (multi-hot or sequence) feature column.
+
+    ``of`` names a scalar categorical column whose vocabulary the list shares (a history of ad
+    ids ``of: ad_id``): one joint vocabulary, one embedding table. ``times`` optionally names a
+    parallel list column holding each value's event time: the data step then checks that every
+    value happened before its row (a history holding the row's own event leaks the label).
+    """
+
+    column: str
+    of: str | None = None
+    times: str | None = None
+
+    def to_dict(self) -> str | dict[str, str]:
+        if self.of is None and self.times is None:
+            return self.column
+        raw = {"column": self.column}
+        if self.of is not None:
+            raw["of"] = self.of
+        if self.times is not None:
+            raw["times"] = self.times
+        return raw
 
 
 @dataclass(frozen=True)
@@ -169,6 +211,13 @@ class DatasetSpec:
     slices: tuple[str, ...] = ()
     on_violation: str = "error"
     categorify: CategorifyOptions = field(default_factory=CategorifyOptions)
+    user_lists: tuple[ListColumn, ...] = ()
+    item_lists: tuple[ListColumn, ...] = ()
+    context_lists: tuple[ListColumn, ...] = ()
+    item_text: tuple[str, ...] = ()
+    context_text: tuple[str, ...] = ()
+    list_separator: str = LIST_SEPARATOR
+    lists_max_length: int = LISTS_MAX_LENGTH
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -200,6 +249,7 @@ class DatasetSpec:
             )
         columns = (
             self.feature_columns
+            + tuple(e.times for e in self.list_columns if e.times is not None)
             + self.target_columns
             + (self.timestamp,)
             + self.truth_columns
@@ -234,6 +284,36 @@ class DatasetSpec:
             raise SpecError("categorify.freq_threshold must be >= 1")
         if self.categorify.max_vocabulary < 2:
             raise SpecError("categorify.max_vocabulary must be >= 2")
+        self._check_lists()
+
+    def _check_lists(self) -> None:
+        if self.lists_max_length < 1:
+            raise SpecError(f"lists_max_length must be >= 1, got {self.lists_max_length}")
+        if not self.list_separator or self.list_separator in ("\n", "\r", '"'):
+            raise SpecError(
+                f"list_separator must be a non-empty string other than a newline or a quote, "
+                f"got {self.list_separator!r}"
+            )
+        scalar = set(self.categorical_columns)
+        for entry in self.list_columns:
+            if entry.of is None:
+                continue
+            if entry.of not in scalar:
+                raise SpecError(
+                    f"list '{entry.column}' is declared of '{entry.of}', which is not a scalar "
+                    f"id or categorical column of the spec ({sorted(scalar)})"
+                )
+            if entry.of in self.categorify.hash_buckets:
+                raise SpecError(
+                    f"list '{entry.column}' is declared of '{entry.of}', a hashed column; a "
+                    "shared vocabulary needs a vocabulary column (drop it from hash_buckets)"
+                )
+        for entry in self.list_columns:
+            if entry.column in self.categorify.hash_buckets:
+                raise SpecError(
+                    f"categorify.hash_buckets names the list '{entry.column}'; lists are "
+                    "encoded with a vocabulary (raise freq_threshold to bound it)"
+                )
 
     # Derived views -------------------------------------------------------------------------------
     @property
@@ -247,8 +327,27 @@ class DatasetSpec:
         )
 
     @property
+    def list_columns(self) -> tuple[ListColumn, ...]:
+        return self.user_lists + self.item_lists + self.context_lists
+
+    @property
+    def list_names(self) -> tuple[str, ...]:
+        return tuple(e.column for e in self.list_columns)
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        return self.item_text + self.context_text
+
+    def list_of(self, column: str) -> ListColumn:
+        for entry in self.list_columns:
+            if entry.column == column:
+                return entry
+        raise SpecError(f"no list column named '{column}' (lists: {list(self.list_names)})")
+
+    @property
     def feature_columns(self) -> tuple[str, ...]:
-        return self.categorical_columns + self.continuous
+        """Every model input column: scalar categoricals, continuous, lists, then text."""
+        return self.categorical_columns + self.continuous + self.list_names + self.text_columns
 
     @property
     def target_columns(self) -> tuple[str, ...]:
@@ -276,7 +375,8 @@ class DatasetSpec:
     def raw_columns(self) -> tuple[str, ...]:
         """Every column the pipeline reads from the raw log, in a stable order."""
         columns = list(self.feature_columns + self.label_columns + (self.timestamp,))
-        columns += [c for c in self.truth_columns + self.slices if c not in columns]
+        times = tuple(e.times for e in self.list_columns if e.times is not None)
+        columns += [c for c in times + self.truth_columns + self.slices if c not in columns]
         return tuple(columns)
 
     def task(self, name: str) -> Task:
@@ -301,13 +401,22 @@ class DatasetSpec:
                 entry["bounds"] = list(transform.bounds)
             continuous.append(entry)
         raw: dict[str, Any] = {"name": self.name, "timestamp": self.timestamp}
-        raw["user"] = {"categorical": list(self.user_categorical)}
-        if self.user_id is not None:
-            raw["user"] = {"id": self.user_id, **raw["user"]}
-        raw["item"] = {"categorical": list(self.item_categorical)}
-        if self.item_id is not None:
-            raw["item"] = {"id": self.item_id, **raw["item"]}
-        raw["context"] = {"categorical": list(self.context_categorical)}
+        sections = {
+            "user": (self.user_id, self.user_categorical, self.user_lists, ()),
+            "item": (self.item_id, self.item_categorical, self.item_lists, self.item_text),
+            "context": (None, self.context_categorical, self.context_lists, self.context_text),
+        }
+        for key, (id_, categorical, lists, text) in sections.items():
+            section: dict[str, Any] = {} if id_ is None else {"id": id_}
+            section["categorical"] = list(categorical)
+            if lists:
+                section["lists"] = [e.to_dict() for e in lists]
+            if text:
+                section["text"] = list(text)
+            raw[key] = section
+        if self.list_columns:
+            raw["list_separator"] = self.list_separator
+            raw["lists_max_length"] = self.lists_max_length
         raw["continuous"] = continuous
         raw["tasks"] = [t.to_dict() for t in self.tasks]
         if self.weight_column is not None:
@@ -341,6 +450,8 @@ class DatasetSpec:
             "slices",
             "on_violation",
             "categorify",
+            "list_separator",
+            "lists_max_length",
         }
         unknown = set(raw) - known
         if unknown:
@@ -352,11 +463,15 @@ class DatasetSpec:
                 "dataset spec needs exactly one of 'tasks' (a list of {name, column, kind, "
                 "given, weight}) or the older 'targets' mapping"
             )
-        user, item = _section(raw, "user"), _section(raw, "item")
-        for section_name, section in (("user", user), ("item", item)):
-            extra = set(section) - {"id", "categorical"}
+        user, item, context = _section(raw, "user"), _section(raw, "item"), _section(raw, "context")
+        for section_name, section in (("user", user), ("item", item), ("context", context)):
+            extra = set(section) - set(SECTION_KEYS[section_name])
             if extra:
-                raise SpecError(f"unknown key(s) in spec section '{section_name}': {sorted(extra)}")
+                hint = " (text is an item or context role)" if "text" in extra else ""
+                raise SpecError(
+                    f"unknown key(s) in spec section '{section_name}': {sorted(extra)}; it "
+                    f"takes {list(SECTION_KEYS[section_name])}{hint}"
+                )
         tasks = (
             _tasks(raw["tasks"])
             if "tasks" in raw
@@ -378,8 +493,15 @@ class DatasetSpec:
             item_id=_name(item["id"], "item.id") if item.get("id") is not None else None,
             user_categorical=_names(user.get("categorical") or [], "user.categorical"),
             item_categorical=_names(item.get("categorical") or [], "item.categorical"),
-            context_categorical=_names(
-                _section(raw, "context").get("categorical") or [], "context.categorical"
+            context_categorical=_names(context.get("categorical") or [], "context.categorical"),
+            user_lists=_lists(user.get("lists") or [], "user.lists"),
+            item_lists=_lists(item.get("lists") or [], "item.lists"),
+            context_lists=_lists(context.get("lists") or [], "context.lists"),
+            item_text=_names(item.get("text") or [], "item.text"),
+            context_text=_names(context.get("text") or [], "context.text"),
+            list_separator=_separator(raw.get("list_separator", LIST_SEPARATOR)),
+            lists_max_length=_int(
+                raw.get("lists_max_length", LISTS_MAX_LENGTH), "lists_max_length"
             ),
             continuous=continuous,
             continuous_transforms=transforms,
@@ -545,6 +667,41 @@ def _continuous(value: Any) -> tuple[tuple[str, ...], dict[str, ContinuousTransf
             bounds=tuple(_number(b, f"{column}.bounds") for b in bounds) if bounds else None,  # type: ignore[misc]
         )
     return tuple(names), transforms
+
+
+def _lists(value: Any, where: str) -> tuple[ListColumn, ...]:
+    if not isinstance(value, list):
+        raise SpecError(f"dataset spec '{where}' must be a list, got {value!r}")
+    entries = []
+    for entry in value:
+        if isinstance(entry, str):
+            entries.append(ListColumn(_name(entry, where)))
+            continue
+        if not isinstance(entry, Mapping) or "column" not in entry:
+            raise SpecError(
+                f"a '{where}' entry is a column name or {{column, of, times}}, got {entry!r}"
+            )
+        unknown = set(entry) - {"column", "of", "times"}
+        if unknown:
+            raise SpecError(f"'{where}' entry {dict(entry)!r} has unknown key(s) {sorted(unknown)}")
+        entries.append(
+            ListColumn(
+                _name(entry["column"], f"{where}.column"),
+                of=_name(entry["of"], f"{where}.of") if entry.get("of") is not None else None,
+                times=(
+                    _name(entry["times"], f"{where}.times")
+                    if entry.get("times") is not None
+                    else None
+                ),
+            )
+        )
+    return tuple(entries)
+
+
+def _separator(value: Any) -> str:
+    if not isinstance(value, str):
+        raise SpecError(f"dataset spec 'list_separator' must be a string, got {value!r}")
+    return value
 
 
 def _section(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:

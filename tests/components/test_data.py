@@ -251,7 +251,8 @@ def _prepare(source: Path, tmp_path: Path, spec: Path | None = None):
             lambda f, p: (p / "log.csv").write_text(
                 f.to_csv(index=False) + '1,2,"unterminated,4\n'
             ),
-            r"cannot read csv data at .*log\.csv.*Row #3002: Expected \d+ columns, got 3",
+            r"cannot read csv data at .*log\.csv: row 3000 \(line 3002\): "
+            r"Expected \d+ columns, got 3",
             id="csv-broken-row",
         ),
         pytest.param(
@@ -549,3 +550,68 @@ def test_the_fingerprint_follows_the_bytes_not_the_path(tmp_path, monkeypatch):
     missing = fp.fingerprint(str(tmp_path / "nope"), spec_path=None, snapshot=None)
     assert len(missing) == 64
     assert fp.fingerprint("synthetic", spec_path=None, snapshot=None) != missing
+
+
+# -- content columns of the generator ----------------------------------------------------------
+CONTENT = SyntheticConfig(rows=60_000, seed=5, chunk_rows=30_000, content=True)
+
+
+def test_content_columns_leave_the_other_columns_as_they_were():
+    """Content comes from streams of its own: without it the log is unchanged, and with it only
+    the rows that show a cold ad differ."""
+    plain = _log(SyntheticConfig(rows=60_000, seed=5, chunk_rows=30_000))
+    rich = _log(CONTENT)
+    pd.testing.assert_frame_equal(_log(CONTENT), rich)
+    assert not {"recent_ads", "ad_title", "query"} & set(plain.columns)
+    warm = rich["ad_id"] < CONTENT.ads
+    assert 0 < (~warm).sum() < 0.05 * len(rich)
+    pd.testing.assert_frame_equal(plain[warm.to_numpy()], rich.loc[warm, plain.columns])
+
+
+def test_cold_ads_appear_only_late_and_histories_hold_earlier_ads():
+    log = _log(CONTENT)
+    cold = log["ad_id"] >= CONTENT.ads
+    assert log.loc[cold, "event_ts"].min() >= log["event_ts"].quantile(1 - CONTENT.cold_period)
+    assert log["ad_id"][cold].nunique() > 5
+    # Histories are warm ads the user engaged with, oldest first, some empty, some past 20.
+    lengths = log["recent_ads"].map(len)
+    assert lengths.min() == 0 and lengths.max() > 20
+    flat = np.concatenate(log["recent_ads"].to_numpy())
+    assert flat.max() < CONTENT.ads
+    # recent_categories are the categories of recent_ads; queries only on search.
+    category_of = dict(zip(log["ad_id"], log["ad_category"], strict=False))
+    for ads, categories in zip(
+        log["recent_ads"][:500], log["recent_categories"][:500], strict=True
+    ):
+        assert [category_of.get(a, c) for a, c in zip(ads, categories, strict=True)] == list(
+            categories
+        )
+    assert (log["query"] != "").eq(log["surface"] == "search").all()
+    assert log.groupby("ad_id")["ad_title"].nunique().max() == 1
+
+
+def test_content_carries_signal():
+    """An ad whose category the user's history holds is clicked more; a search whose query
+    shares a word with the ad's title more too."""
+    log = _log(CONTENT)
+    in_history = np.array(
+        [c in set(h) for c, h in zip(log["ad_category"], log["recent_categories"], strict=True)]
+    )
+    assert log["click"][in_history].mean() > 1.1 * log["click"][~in_history].mean()
+    search = log[log["surface"] == "search"]
+    shared = np.array(
+        [
+            bool(set(q.split()) & set(t.split()))
+            for q, t in zip(search["query"], search["ad_title"], strict=True)
+        ]
+    )
+    assert search["click"][shared].mean() > 1.1 * search["click"][~shared].mean()
+
+
+def test_content_spec_declares_lists_and_text():
+    spec = synthetic_spec(content=True)
+    assert spec.list_of("recent_ads").of == "ad_id"
+    assert spec.list_of("recent_categories").of == "ad_category"
+    assert spec.list_names == ("recent_ads", "recent_categories", "ad_keywords")
+    assert spec.text_columns == ("ad_title", "query")
+    assert DatasetSpec.from_yaml(spec.to_yaml()) == spec

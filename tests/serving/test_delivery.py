@@ -62,6 +62,7 @@ def _judge(prepared, features, model_dir: Path, store: Path, **gates):
     )
 
 
+@pytest.mark.slow
 def test_delivery_rules_hold_under_load(
     prepared, features, trained, trained_on_valid, window, tmp_path, record_figures
 ):

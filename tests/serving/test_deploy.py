@@ -280,6 +280,7 @@ class ServeProcess:
         self.code = self.process.wait(timeout=120)
 
 
+@pytest.mark.slow
 def test_rollout_and_rollback_under_load_lose_no_request(
     repository, prepared, tmp_path, capsys, record_figures
 ):

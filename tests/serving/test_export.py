@@ -121,3 +121,21 @@ def test_scores_follow_the_raw_dtype_contract(scorer):
     frame = pd.DataFrame({c: pd.Series([], dtype=d) for c, d in scorer.input_dtypes.items()})
     with pytest.raises(ScoringError, match="no rows"):
         scorer.score(frame)
+
+
+def test_a_spec_with_lists_or_text_is_refused_before_anything_is_written(
+    features, trained, tmp_path
+):
+    from components.data.synthetic import synthetic_spec
+    from rankflow.core.errors import ExportError
+
+    with pytest.raises(ExportError, match=r"list and text inputs \['recent_ads', .*'query'\]"):
+        export_repository(
+            synthetic_spec(content=True),
+            workflow_dir=features["workflow"],
+            model_dir=trained,
+            repository=tmp_path / "repo",
+            config=ExportConfig(),
+            flavour="cpu",
+        )
+    assert not (tmp_path / "repo").exists()

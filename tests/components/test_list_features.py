@@ -1,0 +1,100 @@
+"""List columns through the feature step and the ranker: a history shares its scalar column's
+vocabulary, lists keep their newest values, the compiled transform equals NVTabular's, and a
+ranker over pooled list embeddings fits, saves, reloads and predicts the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from components.features.workflow import FeatureConfig, run_feature_engineering
+from rankflow.core.spec import DatasetSpec
+from tests.components.test_lists import SPEC, _prepare, _table, _write
+
+MAX_LENGTH = 3
+
+
+@pytest.fixture(scope="module")
+def list_features(tmp_path_factory) -> dict[str, Path]:
+    tmp_path = tmp_path_factory.mktemp("lists")
+    columns = _table(rows=3000)
+    history = columns["recent_ads"].to_pylist()
+    history[0] = list(range(10))  # longer than the maximum
+    columns["recent_ads"] = pa.array(history, pa.list_(pa.int64()))
+    log, spec_path = _write(tmp_path, columns, SPEC + f"lists_max_length: {MAX_LENGTH}\n")
+    _, splits = _prepare(tmp_path, log, spec_path)
+    spec = DatasetSpec.load(spec_path)
+    out = {}
+    for transform in ("auto", "nvtabular"):
+        outputs = {s: tmp_path / transform / s for s in splits}
+        run_feature_engineering(
+            spec,
+            splits,
+            workflow_dir=tmp_path / transform / "workflow",
+            outputs=outputs,
+            config=FeatureConfig(transform=transform),
+        )
+        out[transform] = outputs["train"]
+    return {
+        "raw": splits["train"],
+        "spec": spec_path,
+        **out,
+        "workflow": tmp_path / "auto" / "workflow",
+    }
+
+
+def test_lists_share_vocabularies_and_keep_their_newest_values(list_features):
+    from merlin.io import Dataset
+    from merlin.schema import Tags
+
+    raw = pq.read_table(list_features["raw"] / "part-0.parquet").to_pandas()
+    done = pd.read_parquet(list_features["auto"] / "part_0.parquet")
+    # The row's ad and the same ad in a history get one code.
+    codes = dict(zip(raw["ad_id"], done["ad_id"], strict=True))
+    for values, encoded in zip(raw["recent_ads"], done["recent_ads"], strict=True):
+        kept = list(values)[-MAX_LENGTH:]
+        assert len(encoded) == len(kept)
+        for value, code in zip(kept, encoded, strict=True):
+            if value in codes:
+                assert code == codes[value]
+    assert list(done["recent_ads"].iloc[0]) == [codes.get(v, 2) for v in (7, 8, 9)]
+    schema = Dataset(str(list_features["auto"]), engine="parquet", cpu=True).schema
+    history, ad = schema["recent_ads"], schema["ad_id"]
+    assert Tags.LIST in history.tags and Tags.USER in history.tags
+    assert schema.select_by_tag(Tags.ITEM_ID).column_names == ["ad_id"]
+    assert history.int_domain.name == ad.int_domain.name  # one embedding table
+    assert Tags.LIST in schema["keywords"].tags and Tags.ITEM in schema["keywords"].tags
+
+
+def test_compiled_list_transform_equals_nvtabulars(list_features):
+    compiled = pd.read_parquet(list_features["auto"] / "part_0.parquet")
+    nvtabular = pd.read_parquet(list_features["nvtabular"] / "part_0.parquet")
+    assert list(compiled.columns) == list(nvtabular.columns)
+    for column in compiled.columns:
+        for a, b in zip(compiled[column], nvtabular[column], strict=True):
+            assert np.array_equal(np.asarray(a), np.asarray(b)), column
+
+
+def test_ranker_pools_list_embeddings_and_reloads_the_same(list_features, tmp_path):
+    import tensorflow as tf
+
+    from components.training.ranker import RankerConfig, build_ranker
+    from rankflow.core.artifacts import split_loader
+
+    loader = split_loader(list_features["auto"], batch_size=256, shuffle=False)
+    model = build_ranker(loader.schema, config=RankerConfig(epochs=1, cross_depth=1))
+    model.compile(optimizer="adam")
+    model.fit(loader, epochs=1, steps_per_epoch=2, verbose=0)
+    inputs, _ = next(iter(loader))
+    assert "recent_ads__values" in inputs and "recent_ads__offsets" in inputs
+    before = model(inputs, training=False)
+    model.save(str(tmp_path / "model"))
+    reloaded = tf.keras.models.load_model(str(tmp_path / "model"))
+    after = reloaded(inputs, training=False)
+    np.testing.assert_allclose(np.asarray(before), np.asarray(after), rtol=1e-6)
+    assert np.isfinite(np.asarray(before)).all()
