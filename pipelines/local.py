@@ -328,7 +328,7 @@ def summarize(
         "model": {"architecture": arguments.get("architecture", defaults["architecture"])},
         "metrics": {
             task: {"kind": t["kind"], "given": t["given"], "rows": t["rows"], **t["metrics"]}
-            | {"slices": t["slices"]}
+            | {"slices": t["slices"], "cold_start": t.get("cold_start")}
             for task, t in evaluation["tasks"].items()
         },
         "training": training,
@@ -437,6 +437,13 @@ def task_line(task: str, m: Mapping[str, Any]) -> str:
     """One task's headline metrics: AUC (and oracle gap), log-loss, ECE, Σp/Σy; or RMSE (and
     Bayes RMSE), R², Σp/Σy."""
     ratio = f"  Σp/Σy {m['calibration_ratio']:.3f}" if m.get("calibration_ratio") else ""
+    cold = m.get("cold_start") or {}
+    metric = "rmse" if m.get("kind") == "regression" else "auc"
+    if cold.get(metric) is not None:
+        ratio += (
+            f"  cold-start {metric.upper()} {cold[metric]:.4f} "
+            f"[{cold['low']:.4f}, {cold['high']:.4f}] on {int(cold['rows'])} rows"
+        )
     if m.get("kind") == "regression":
         bayes = f" (Bayes {m['bayes_rmse']:.3f})" if m.get("bayes_rmse") is not None else ""
         return f"{task:<14} RMSE {m['rmse']:.3f}{bayes}  R² {m['r2']:.4f}{ratio}"

@@ -180,6 +180,7 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             ranker=training.outputs["ranker"],
             test_features=features.outputs["test_features"],
             test_data=data.outputs["test_data"],
+            train_data=data.outputs["train_data"],
             dataset_spec=data.outputs["dataset_spec"],
             gates=gates,
         ).set_display_name("Evaluate and bless")

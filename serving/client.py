@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rankflow.core.contract import DEFAULT_ENDPOINT
+from rankflow.core.contract import DEFAULT_ENDPOINT, LENGTH_SUFFIX
 from rankflow.core.errors import ClientError, ClientInputError
 
 logger = logging.getLogger(__name__)
@@ -25,6 +25,38 @@ class ClientConfig:
     model_name: str = DEFAULT_ENDPOINT
     model_version: str = ""  # Triton's own convention: "" = the latest ready version
     timeout_s: float = 10.0
+    #: How a CSV row joins a list's values into one field ("a|b|c").
+    list_separator: str = "|"
+
+
+def pad_lists(
+    name: str, rows: Any, width: int, dtype: np.dtype, *, separator: str = "|"
+) -> tuple[np.ndarray, np.ndarray]:
+    """One list per row -> (``[rows, width]`` values, ``[rows, 1]`` int32 lengths), the wire
+    format of a list input. A list is ordered oldest to newest; one longer than ``width`` keeps
+    its newest ``width`` values, as the workflow would. A null is the empty list; a string is
+    split on ``separator`` (a CSV field), and an integer is the one-value list."""
+    text = dtype.kind == "O"
+    padded = np.full((len(rows), width), "" if text else 0, dtype=object if text else dtype)
+    lengths = np.zeros((len(rows), 1), dtype=np.int32)
+    for i, value in enumerate(rows):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            continue
+        if isinstance(value, str):
+            value = value.split(separator) if value else []
+        elif isinstance(value, int | np.integer):
+            value = [value]  # a CSV field "17" is read as a number: the one-value list
+        if np.ndim(value) != 1:
+            raise ClientInputError(f"column '{name}' row {i} is {value!r}, not a list of values")
+        kept = list(value)[-width:]
+        try:
+            padded[i, : len(kept)] = [str(v) for v in kept] if text else np.asarray(kept, dtype)
+        except (TypeError, ValueError) as err:
+            raise ClientInputError(
+                f"column '{name}' row {i} holds {kept!r}, not {dtype} values: {err}"
+            ) from err
+        lengths[i, 0] = len(kept)
+    return padded, lengths
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:
@@ -111,7 +143,15 @@ class RankflowClient:
         import tritonclient.grpc as grpcclient
 
         metadata = self.metadata()
-        missing = [i["name"] for i in metadata["inputs"] if i["name"] not in frame.columns]
+        names = {i["name"] for i in metadata["inputs"]}
+        # A list input travels padded beside its lengths (see rankflow.core.contract).
+        lists = {n for n in names if n + LENGTH_SUFFIX in names}
+        lengths = {n + LENGTH_SUFFIX for n in lists}
+        missing = [
+            i["name"]
+            for i in metadata["inputs"]
+            if i["name"] not in frame.columns and i["name"] not in lengths
+        ]
         if missing:
             raise ClientInputError(
                 f"rows lack input column(s) {missing} of '{self.config.model_name}'"
@@ -121,6 +161,29 @@ class RankflowClient:
         inputs = []
         for spec in metadata["inputs"]:
             name, datatype = spec["name"], spec["datatype"]
+            if name in lengths:
+                continue
+            if name in lists:
+                dtype = (
+                    np.dtype(object)
+                    if datatype == "BYTES"
+                    else np.dtype(grpcclient.triton_to_np_dtype(datatype))
+                )
+                padded, count = pad_lists(
+                    name,
+                    frame[name].to_numpy(),
+                    int(spec["shape"][-1]),
+                    dtype,
+                    separator=self.config.list_separator,
+                )
+                for tensor_name, array, kind in (
+                    (name, padded, datatype),
+                    (name + LENGTH_SUFFIX, count, "INT32"),
+                ):
+                    tensor = grpcclient.InferInput(tensor_name, list(array.shape), kind)
+                    tensor.set_data_from_numpy(array)
+                    inputs.append(tensor)
+                continue
             values = frame[name].to_numpy()
             if datatype == "BYTES":
                 values = values.astype(str).astype(object)

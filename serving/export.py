@@ -76,6 +76,7 @@ def export_cpu_repository(
         spec.task_names,
         max_batch_size=config.max_batch_size,
         kinds={t.name: t.kind for t in spec.tasks},
+        lists=dict.fromkeys(scorer.lists, spec.lists_max_length),
     )
     with atomic_dir(repository) as scratch:
         model = scratch / config.model_name
@@ -115,14 +116,14 @@ def export_repository(
     """Export the ``flavour`` (one of ``FLAVOURS``) of the endpoint; see the module docstring."""
     if flavour not in EXPORTERS:
         raise ConfigError(f"unknown serving flavour {flavour!r}: choose one of {list(FLAVOURS)}")
-    unserved = [*spec.list_names, *spec.text_columns]
+    # Refused before anything is written, instead of a repository that can't take them: text
+    # is not embedded online yet, and the gpu ensemble has no step that unpads lists.
+    unserved = [*spec.text_columns] + (list(spec.list_names) if flavour == "gpu" else [])
     if unserved:
-        # The wire format for lists (padded [rows, L] plus lengths) and online text embedding
-        # are not in this release's endpoint: refuse before writing, instead of a repository
-        # whose contract would call each list one scalar.
         raise ExportError(
-            f"list and text inputs {unserved} can't be served by this release's endpoint yet; "
+            f"inputs {unserved} can't be served by this release's {flavour} endpoint yet; "
             "train and evaluate with them, export a spec without them"
+            + (" (the cpu flavour serves lists)" if flavour == "gpu" and spec.list_names else "")
         )
     return EXPORTERS[flavour](
         spec, workflow_dir=workflow_dir, model_dir=model_dir, repository=repository, config=config

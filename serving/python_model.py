@@ -23,10 +23,11 @@ MAX_VALUE_BYTES = 4096
 DRIFT_FLUSH_S = 1.0
 
 
-def _column(name: str, values: np.ndarray) -> np.ndarray:
+def _column(name: str, values: np.ndarray, *, keep_shape: bool = False) -> np.ndarray:
+    shape = values.shape
     values = values.reshape(-1)
     if values.dtype.kind not in ("O", "S"):
-        return values
+        return values.reshape(shape) if keep_shape else values
     # Triton hands BYTES tensors over as bytes objects.
     sizes = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
     if len(sizes) and sizes.max() > MAX_VALUE_BYTES:
@@ -36,7 +37,10 @@ def _column(name: str, values: np.ndarray) -> np.ndarray:
             f"{MAX_VALUE_BYTES:,} bytes per categorical value)"
         )
     try:
-        return np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
+        decoded = np.array(
+            [v.decode() if isinstance(v, bytes) else v for v in values], dtype=object
+        )
+        return decoded.reshape(shape) if keep_shape else decoded
     except UnicodeDecodeError as err:
         row = next(i for i, v in enumerate(values) if isinstance(v, bytes) and not _utf8(v))
         raise ScoringError(f"input '{name}' row {row} is not UTF-8 text: {err}") from err
@@ -149,12 +153,17 @@ class TritonPythonModel:
             self.drift.close()
 
     def _columns(self, request) -> dict:
+        from rankflow.core.contract import LENGTH_SUFFIX
+
+        lists = getattr(self.scorer, "lists", ())
+        names = [*self.scorer.input_dtypes, *(name + LENGTH_SUFFIX for name in lists)]
         columns = {}
-        for name in self.scorer.input_dtypes:
+        for name in names:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
                 raise ScoringError(f"missing input '{name}'")
-            columns[name] = _column(name, tensor.as_numpy())
+            # A list arrives [rows, width] (padded) beside its [rows, 1] lengths.
+            columns[name] = _column(name, tensor.as_numpy(), keep_shape=name in lists)
         return self.scorer.prepare(columns)
 
     def _response(self, scores: dict, start: int, stop: int):
@@ -181,14 +190,11 @@ class TritonPythonModel:
                 self.drift.count(columns)
         if len(good) > 1 and self.scorer.rows_independent:
             try:
-                merged = {
-                    name: np.concatenate([columns[name] for _, columns in good])
-                    for name in self.scorer.input_dtypes
-                }
+                merged = self.scorer.concat([columns for _, columns in good])
                 scores = self.scorer.score_prepared(merged)
                 start = 0
                 for i, columns in good:
-                    stop = start + len(next(iter(columns.values())))
+                    stop = start + self.scorer.rows(columns)
                     responses[i] = self._response(scores, start, stop)
                     start = stop
                 good = []

@@ -23,6 +23,7 @@ def evaluate_ranker(
     ranker: Input[Model],
     test_features: Input[Dataset],
     test_data: Input[Dataset],
+    train_data: Input[Dataset],
     dataset_spec: Input[Artifact],
     metrics: Output[Metrics],
     roc: Output[ClassificationMetrics],
@@ -31,7 +32,9 @@ def evaluate_ranker(
     evaluation: Output[Artifact],
     gates: str,
 ) -> NamedTuple("EvaluationOutputs", [("blessed", bool)]):
-    """Per-task metrics on the test split (``<task>_<metric>``), slices, and the blessing decision.
+    """Per-task metrics on the test split (``<task>_<metric>``), slices, cold start (the test rows
+    whose item ``train_data`` never showed: ``<task>_cold_start_<metric>``), and the blessing
+    decision.
 
     A pipeline's outputs are fixed when it compiles, the tasks only when its data is read: the
     first binary task's ROC curve goes to the ``roc`` ClassificationMetrics (the Kubeflow UI
@@ -56,6 +59,7 @@ def evaluate_ranker(
             test_features=checked(test_features),
             raw_test=checked(test_data),
             gates=Gates.from_json(gates).for_spec(spec),
+            raw_train=checked(train_data),
         )
         for name, value in result.flat_metrics().items():
             metrics.log_metric(name, value)

@@ -137,6 +137,9 @@ class TaskResult:
     slices: dict[str, dict[str, dict[str, float | None]]]
     calibration: list[m.CalibrationBin]
     roc: tuple[list[float], list[float], list[float]] | None
+    #: Metrics on the test rows whose item never appeared in train (see :func:`cold_start`);
+    #: None when the spec has no item id or no train split was given.
+    cold_start: dict[str, float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,12 +151,17 @@ class Evaluation:
 
     def flat_metrics(self) -> dict[str, float]:
         """``<task>_<metric>`` -> value, for the KFP Metrics artifact."""
-        return {
+        flat = {
             f"{name}_{key}": float(value)
             for name, t in self.tasks.items()
             for key, value in t.metrics.items()
             if value is not None and math.isfinite(value)
         }
+        for name, t in self.tasks.items():
+            for key, value in (t.cold_start or {}).items():
+                if value is not None and math.isfinite(value):
+                    flat[f"{name}_cold_start_{key}"] = float(value)
+        return flat
 
     def to_json(self) -> str:
         payload = {
@@ -272,17 +280,57 @@ def _slice_metrics(
     return result
 
 
+#: Cold rows (per task, after its ``given`` filter) a cold-start metric needs.
+MIN_COLD_ROWS = 50
+#: Bootstrap resamples of a cold-start interval.
+COLD_REPLICATES = 500
+
+
+def cold_rows(spec: DatasetSpec, raw_train: Path, raw_test: Path) -> np.ndarray | None:
+    """Per test row: its item never appeared in the train split (None without an item id)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if spec.item_id is None:
+        return None
+    seen = pq.read_table(str(raw_train), columns=[spec.item_id]).column(spec.item_id)
+    test = pq.read_table(str(raw_test), columns=[spec.item_id]).column(spec.item_id)
+    return ~np.asarray(pc.is_in(test, value_set=pc.unique(seen)).to_numpy())
+
+
+def cold_start(
+    task: Task, labels: np.ndarray, scores: np.ndarray, weights: np.ndarray, cold: np.ndarray
+) -> dict[str, float | None]:
+    """AUC (binary) or RMSE (regression) on the cold rows, with a 95% bootstrap interval; the
+    metric is None with fewer than ``MIN_COLD_ROWS`` rows (or one outcome)."""
+    mask = cold & (weights > 0)
+    rows = int(mask.sum())
+    result: dict[str, float | None] = {"rows": float(rows), "share": float(mask.mean())}
+    y, s, w = labels[mask], scores[mask], weights[mask]
+    metric = "auc" if task.kind == "binary" else "rmse"
+    if task.kind == "binary":
+        result["positives"] = float(y.sum())
+    result.update({metric: None, "low": None, "high": None})
+    if rows < MIN_COLD_ROWS or (task.kind == "binary" and not 0 < y.sum() < rows):
+        return result
+    point, low, high = m.bootstrap_interval(metric, y, s, w, replicates=COLD_REPLICATES)
+    result.update({metric: point, "low": low, "high": high})
+    return result
+
+
 def evaluate(
     spec: DatasetSpec,
     predictions: Mapping[str, np.ndarray],
     raw_test: Path,
     *,
     gates: Mapping[str, Mapping[str, float]],
+    cold: np.ndarray | None = None,
 ) -> Evaluation:
     """Score per-task predictions against the raw test split (labels, truths, weights, slices).
 
     ``predictions`` are in the row order of the raw split (the feature step keeps it; see
-    ``evaluate_ranker``); ``gates`` maps every task to its blessing gates (``Gates.for_spec``).
+    ``evaluate_ranker``); ``gates`` maps every task to its blessing gates (``Gates.for_spec``);
+    ``cold`` marks the test rows whose item never appeared in train (:func:`cold_rows`).
     """
     raw = _read_raw(spec, raw_test)
     rows = len(raw)
@@ -353,6 +401,11 @@ def evaluate(
             slices=slices,
             calibration=calibration,
             roc=roc,
+            cold_start=(
+                cold_start(task, labels[task.name], scores[task.name], weights, cold)
+                if cold is not None
+                else None
+            ),
         )
     blessed, reasons = bless(results, gates)
     logger.info(
@@ -421,6 +474,22 @@ def markdown_report(evaluation: Evaluation) -> str:
                 f"| {_fmt(v['mean_rmse'])} | {_fmt(v['mae'])} | {_fmt(v['r2'])} "
                 f"| {_fmt(v['oracle_r2'])} | {_fmt(v['calibration_ratio'], 3)} |"
             )
+    cold = {name: t.cold_start for name, t in evaluation.tasks.items() if t.cold_start}
+    if cold:
+        lines += [
+            "",
+            "## Cold start: test rows whose item never appeared in train",
+            "",
+            "| task | rows | share | metric | value | 95% interval |",
+            "|---|---:|---:|---|---:|---|",
+        ]
+        for name, c in cold.items():
+            metric = "auc" if "auc" in c else "rmse"
+            interval = f"[{c['low']:.4f}, {c['high']:.4f}]" if c.get("low") is not None else "n/a"
+            lines.append(
+                f"| {name} | {int(c['rows'] or 0)} | {_fmt(c['share'], 3)} | {metric.upper()} "
+                f"| {_fmt(c.get(metric))} | {interval} |"
+            )
     for t in evaluation.tasks.values():
         for column, values in t.slices.items():
             keys = sorted({k for entry in values.values() for k in entry if k != "rows"})
@@ -457,8 +526,10 @@ def evaluate_ranker(
     test_features: Path,
     raw_test: Path,
     gates: Mapping[str, Mapping[str, float]],
+    raw_train: Path | None = None,
 ) -> Evaluation:
-    """Reload the saved ranker, score the processed test split, evaluate against the raw one."""
+    """Reload the saved ranker, score the processed test split, evaluate against the raw one
+    (and, given ``raw_train``, on the rows whose item it never showed: cold start)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -482,4 +553,7 @@ def evaluate_ranker(
         raise EvaluationError(
             f"processed test split {test_features} is not row-aligned with raw split {raw_test}"
         )
-    return evaluate(spec, predict(load_ranker(model_dir), test_features), raw_test, gates=gates)
+    cold = cold_rows(spec, raw_train, raw_test) if raw_train is not None else None
+    return evaluate(
+        spec, predict(load_ranker(model_dir), test_features), raw_test, gates=gates, cold=cold
+    )

@@ -365,3 +365,36 @@ def paired_bootstrap(
     return PairedDifference(
         metric, point_c, point_r, float(low), float(high), confidence, int(delta.size)
     )
+
+
+def bootstrap_interval(
+    metric: str,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    replicates: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``metric`` (auc or rmse) of ``scores`` and its percentile bootstrap interval over
+    resamples of the rows: (value, low, high)."""
+    if metric not in PAIRED_METRICS:
+        raise EvaluationError(f"no bootstrap for metric {metric!r} ({sorted(PAIRED_METRICS)})")
+    function, _ = PAIRED_METRICS[metric]
+    binary = metric == "auc"
+    labels, scores = _check(labels, scores, binary=binary)
+    w = _weights(weights, labels.size)
+    if binary and labels.min() == labels.max():
+        raise EvaluationError("AUC needs both positive and negative labels")
+    point = float(function(labels, scores, w[None, :])[0])
+    values = np.concatenate(
+        [
+            function(labels, scores, counts * w.astype(np.float32))
+            for counts in resample_counts(labels.size, replicates, seed)
+        ]
+    )
+    values = values[np.isfinite(values)]
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return point, float(low), float(high)

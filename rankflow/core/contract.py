@@ -4,7 +4,9 @@ An :class:`EndpointContract` is built from the fitted workflow's raw inputs and 
 every place that spells the endpoint out renders it: the cpu flavour's python-model config, the gpu
 flavour's ensemble config (and its transform step's inputs), the ``rankflow.json`` manifest of
 every exported version, the client's view of a store version. Inputs are raw feature columns, one
-value per row (``dims [1]``); outputs are one FP32 score per row and task, named by the task.
+value per row (``dims [1]``), except that a list column is ``dims [L]`` (padded) beside its
+``<name>__length`` (``dims [1]``, INT32); outputs are one FP32 score per row and task, named by
+the task.
 
 What a store version needs from the installed rankflow is part of the serving contract too: its
 ``model.py`` runs inside Triton with today's code (a rollback runs today's code on yesterday's
@@ -12,7 +14,8 @@ artifacts). ``SERVING_FORMAT`` names that interface; the store refuses a version
 this release can't serve, in one line, instead of letting it fail inside Triton. Format 1:
 
 - ``serving.scorer.RankerScorer(workflow_dir, model_dir, *, targets)`` with ``input_dtypes``,
-  ``prepare``, ``rows_independent`` and ``score_prepared``;
+  ``prepare``, ``rows_independent`` and ``score_prepared`` (a version with list inputs, exported
+  by 0.4+, also calls ``lists``, ``concat`` and ``rows``);
 - ``rankflow.integrity.verify`` (0.1.0's model.py) and ``rankflow.core.integrity.verify``;
 - the version directory's ``workflow/``, ``ranker/`` and ``rankflow.json`` (``tasks``).
 
@@ -41,6 +44,10 @@ MANIFEST = "rankflow.json"
 SERVING_FORMAT = 1
 #: Formats of store versions this release can serve. 0.1.0 wrote no format: that is format 1.
 READABLE_FORMATS = (1,)
+#: A list input ``c`` travels as ``c`` (``[rows, L]``, padded) and ``c + LENGTH_SUFFIX``
+#: (``[rows, 1]`` INT32, how many of the row's values are real): Triton refuses a request whose
+#: inputs differ in their first dimension, so a ragged list can't travel as itself.
+LENGTH_SUFFIX = "__length"
 #: Output kinds: a binary task's score is a probability; a regression task's a value in its
 #: target's own unit.
 OUTPUT_KINDS = ("binary", "regression")
@@ -123,10 +130,20 @@ class EndpointContract:
         *,
         max_batch_size: int,
         kinds: Mapping[str, str] | None = None,
+        lists: Mapping[str, int] | None = None,
     ) -> EndpointContract:
         """The contract of a ranker over raw columns ``input_dtypes`` scoring ``tasks`` (each of
-        ``kinds[task]``, binary when not given)."""
-        inputs = tuple(InputSpec(c, np.dtype(d).name) for c, d in input_dtypes.items())
+        ``kinds[task]``, binary when not given); ``lists`` maps each list column to its width
+        (the spec's ``lists_max_length``), see ``LENGTH_SUFFIX``."""
+        lists = lists or {}
+        specs: list[InputSpec] = []
+        for column, dtype in input_dtypes.items():
+            if column in lists:
+                specs.append(InputSpec(column, np.dtype(dtype).name, (lists[column],)))
+                specs.append(InputSpec(column + LENGTH_SUFFIX, "int32"))
+            else:
+                specs.append(InputSpec(column, np.dtype(dtype).name))
+        inputs = tuple(specs)
         for spec in inputs:
             triton_type(spec.dtype)  # refuse a dtype Triton can't carry now, not at load
         kinds = kinds or {}
@@ -140,6 +157,16 @@ class EndpointContract:
     @property
     def input_dtypes(self) -> dict[str, np.dtype]:
         return {i.name: np.dtype(i.dtype) for i in self.inputs}
+
+    @property
+    def lists(self) -> dict[str, int]:
+        """List input -> its width (values per row on the wire)."""
+        names = {i.name for i in self.inputs}
+        return {
+            i.name: int(i.dims[0])
+            for i in self.inputs
+            if i.name + LENGTH_SUFFIX in names and len(i.dims) == 1
+        }
 
     # -- Triton configs ------------------------------------------------------------------------
     def model_config(self, **fields: Any) -> Any:  # -> tritonclient ModelConfig

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from kfp import dsl
@@ -207,6 +208,7 @@ def test_component_writes_metrics_roc_report_and_blessing(trained, features, pre
         "ranker": artifact(dsl.Model, "ranker", trained),
         "test_features": artifact(dsl.Dataset, "test_features", features["test"]),
         "test_data": artifact(dsl.Dataset, "test_data", prepared["test"]),
+        "train_data": artifact(dsl.Dataset, "train_data", prepared["train"]),
         "dataset_spec": artifact(dsl.Artifact, "spec", prepared["spec"]),
     }
     # A few dozen test conversions can't beat 0.5 by the default bound: a plain floor for it.
@@ -233,6 +235,39 @@ def test_component_writes_metrics_roc_report_and_blessing(trained, features, pre
         **{k: artifact(type(v), k + "2") for k, v in outs.items()},
     )
     assert refused.blessed is False
+
+
+def test_cold_start_metrics_cover_the_rows_whose_item_train_never_showed(prepared, tmp_path):
+    """Rows of unseen items get their own AUC / RMSE with a bootstrap interval around it."""
+    from components.evaluation import metrics as m
+    from components.evaluation.evaluate import MIN_COLD_ROWS, cold_rows
+
+    spec = DatasetSpec.load(prepared["spec"])
+    raw = pq.read_table(prepared["test"]).to_pandas()
+    train = pq.read_table(prepared["train"]).to_pandas()
+    # Train without its most frequent test ad: that ad's test rows are cold.
+    top = raw["ad_id"].value_counts().index[0]
+    pq.write_table(pa.Table.from_pandas(train[train["ad_id"] != top]), tmp_path / "train.parquet")
+    cold = cold_rows(spec, tmp_path / "train.parquet", prepared["test"])
+    unseen = ~raw["ad_id"].isin(train["ad_id"][train["ad_id"] != top])
+    assert cold.sum() >= (raw["ad_id"] == top).sum() > MIN_COLD_ROWS
+    assert np.array_equal(cold, unseen.to_numpy())
+    truths = _truths(spec, raw)
+    result = evaluate(spec, truths, prepared["test"], gates=Gates().for_spec(spec), cold=cold)
+    click = result.tasks["click"].cold_start
+    assert click["rows"] == cold.sum() and 0 < click["share"] < 1
+    expected = m.auc(raw["click"].to_numpy()[cold], truths["click"][cold])
+    assert click["auc"] == pytest.approx(expected)
+    assert click["low"] < click["auc"] < click["high"]
+    dwell = result.tasks["dwell_seconds"].cold_start  # regression, on clicked cold rows only
+    assert dwell["rows"] == (cold & (raw["click"] == 1)).sum()
+    assert "rmse" in dwell and "auc" not in dwell
+    assert result.flat_metrics()["click_cold_start_auc"] == click["auc"]
+    report = markdown_report(result)
+    assert "## Cold start" in report and f"[{click['low']:.4f}, {click['high']:.4f}]" in report
+    # Without a train split (or an item id) there is nothing to call cold.
+    plain = evaluate(spec, truths, prepared["test"], gates=Gates().for_spec(spec))
+    assert plain.tasks["click"].cold_start is None and "## Cold start" not in markdown_report(plain)
 
 
 def test_markdown_report_shows_every_task_slices_and_calibration(prepared):

@@ -27,12 +27,15 @@ def _run(runs, store, *overrides: str, resume: bool = False) -> int:
 
 
 #: Another team's log: two independent binary tasks (one named apart from its column) and a
-#: regression task given one of them, a weight column, no item id, truths declared for oracles.
+#: regression task given one of them, a weight column, no item id, truths declared for oracles;
+#: a user history of categories sharing ad_category's vocabulary, and ad keywords (lists, served
+#: padded through infra-validation and the store).
 OWN_SPEC = """
 name: engagement
 timestamp: event_ts
-user: {id: user_id, categorical: [user_age_bucket, user_interest]}
-item: {categorical: [ad_category, creative_type]}
+user: {id: user_id, categorical: [user_age_bucket, user_interest],
+       lists: [{column: recent_categories, of: ad_category}]}
+item: {categorical: [ad_category, creative_type], lists: [ad_keywords]}
 context: {categorical: [surface, position, device]}
 continuous: [{column: bid, transform: log}, user_activity]
 tasks:
@@ -47,7 +50,10 @@ slices: [surface]
 #: The world of another team's 20,000-row log. Its intercept gives the click rate this check was
 #: written against (7.4% of its test rows; the generator's default clicks 13% in a world this
 #: small).
-OWN_WORLD = SyntheticConfig(rows=20_000, seed=21, click_intercept=-2.9)
+#: Its content columns come without cold ads: every other column is as it was without content.
+OWN_WORLD = SyntheticConfig(
+    rows=20_000, seed=21, click_intercept=-2.9, content=True, cold_share=0.0
+)
 
 
 def _own_frame(chunks) -> pd.DataFrame:
@@ -59,7 +65,8 @@ def _own_frame(chunks) -> pd.DataFrame:
 def _own_log(tmp_path):
     log = tmp_path / "own.parquet"
     frame = _own_frame(iter_chunks(OWN_WORLD))
-    frame.drop(columns=["conversion", "p_conversion", "ad_id"]).to_parquet(log, index=False)
+    unused = ["conversion", "p_conversion", "ad_id", "recent_ads", "ad_title", "query"]
+    frame.drop(columns=unused).to_parquet(log, index=False)
     spec = tmp_path / "own.yaml"
     spec.write_text(OWN_SPEC)
     return log, spec

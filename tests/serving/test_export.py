@@ -129,7 +129,7 @@ def test_a_spec_with_lists_or_text_is_refused_before_anything_is_written(
     from components.data.synthetic import synthetic_spec
     from rankflow.core.errors import ExportError
 
-    with pytest.raises(ExportError, match=r"list and text inputs \['recent_ads', .*'query'\]"):
+    with pytest.raises(ExportError, match=r"inputs \[.ad_title., .query.\] can.t be served"):
         export_repository(
             synthetic_spec(content=True),
             workflow_dir=features["workflow"],
