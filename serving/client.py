@@ -49,6 +49,10 @@ def pad_lists(
         if np.ndim(value) != 1:
             raise ClientInputError(f"column '{name}' row {i} is {value!r}, not a list of values")
         kept = list(value)[-width:]
+        if not text and any(
+            isinstance(v, float | np.floating) and not float(v).is_integer() for v in kept
+        ):
+            raise ClientInputError(f"column '{name}' row {i} holds {kept!r}, not {dtype} values")
         try:
             padded[i, : len(kept)] = [str(v) for v in kept] if text else np.asarray(kept, dtype)
         except (TypeError, ValueError) as err:

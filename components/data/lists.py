@@ -250,16 +250,19 @@ def _times(table: Any, spec: DatasetSpec, entry: ListColumn, first_row: int) -> 
 
 @dataclass
 class LeakCheck:
-    """Counts, over the whole log, how often a history ``of:`` an item column ends with the
-    row's own item on each task's positive and negative rows."""
+    """Counts, over the whole log, how often a history ``of:`` the item id (without ``times``)
+    ends with the row's own item on each task's positive and negative rows."""
 
     spec: DatasetSpec
     #: (list, task) -> [positives, positives ending with the own item, negatives, ...]
     counts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
 
     def histories(self) -> list[ListColumn]:
-        item_side = {self.spec.item_id, *self.spec.item_categorical} - {None}
-        return [e for e in self.spec.list_columns if e.of in item_side]
+        # Only item-id histories without checked times: a history of categories ending with the
+        # row's own category is a real signal (users come back to what they like), not a leak.
+        if self.spec.item_id is None:
+            return []
+        return [e for e in self.spec.list_columns if e.of == self.spec.item_id and e.times is None]
 
     def add(self, table: Any) -> None:
         tasks = [t for t in self.spec.tasks if t.kind == "binary" and t.given is None]

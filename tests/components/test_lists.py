@@ -323,3 +323,19 @@ def test_the_synthetic_content_log_passes_the_data_step(tmp_path):
     train = pq.read_table(outputs["train"] / "part-0.parquet").to_pandas()
     cold = ~test["ad_id"].isin(train["ad_id"])
     assert 0.1 < cold.mean() < 0.3  # ads first shown in the test period
+
+
+def test_a_category_history_ending_with_the_rows_own_category_is_a_signal_not_a_leak(tmp_path):
+    """Only an item-id history is judged for leaks: users come back to the categories they like."""
+    columns = _table(rows=2000)
+    clicks = columns["click"].to_numpy(zero_copy_only=False)
+    category = np.asarray(columns["ad_id"].to_numpy(zero_copy_only=False)) % 5
+    columns["category"] = pa.array(category)
+    history = [[int(c)] if y else [] for c, y in zip(category, clicks, strict=True)]
+    columns["recent_categories"] = pa.array(history, pa.list_(pa.int64()))
+    spec = SPEC.replace(
+        "lists: [{column: recent_ads, of: ad_id}]}",
+        "lists: [{column: recent_ads, of: ad_id}, {column: recent_categories, of: category}]}",
+    ).replace("item: {id: ad_id,", "item: {id: ad_id, categorical: [category],")
+    log, spec_path = _write(tmp_path, columns, spec)
+    validate_log(DatasetSpec.load(spec_path), log)  # no leak reported

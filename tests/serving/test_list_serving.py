@@ -230,3 +230,12 @@ def test_the_client_names_a_row_that_is_no_list(served):
     rows["recent_ads"] = [np.array([1]), np.array([[1, 2]]), np.array([2]), np.array([3])]
     with pytest.raises(ClientInputError, match=r"column 'recent_ads' row 1 is .*, not a list"):
         served["client"].score(rows)
+
+
+def test_the_client_refuses_fractional_ids_instead_of_truncating_them(served):
+    from rankflow.core.errors import ClientInputError
+
+    rows = served["rows"].head(3).copy()
+    rows["recent_ads"] = [np.array([1.0, 2.0]), np.array([1.7]), np.array([3])]
+    with pytest.raises(ClientInputError, match=r"column 'recent_ads' row 1 holds \[1.7\]"):
+        served["client"].score(rows)
