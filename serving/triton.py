@@ -20,6 +20,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,10 @@ from rankflow.core.errors import TritonError
 
 logger = logging.getLogger(__name__)
 
-SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
+SHM_DIR = Path("/dev/shm")
+#: Each server names its python-backend regions with a prefix of its own, so that stopping one
+#: never removes the regions of another Triton on the same host (a rollout runs two at once).
+SHM_PREFIX = "rankflow_triton_"
 #: Where the NGC Triton/Merlin images install the server (with its TensorFlow backend).
 SYSTEM_TRITON = Path("/opt/tritonserver")
 
@@ -124,8 +128,9 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def _shm_regions() -> set[str]:
-    return set(glob.glob(SHM_GLOB))
+def shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
+    """The python-backend shared-memory regions whose names start with ``prefix``."""
+    return set(glob.glob(str(SHM_DIR / f"{prefix}*")))
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -165,7 +170,8 @@ class TritonServer:
         self.config = config
         self._process: subprocess.Popen[bytes] | None = None
         self._scratch: Path | None = None
-        self._shm_before: set[str] = set()
+        #: Set by :meth:`start`: the name prefix of this run's shared-memory regions.
+        self.shm_prefix: str | None = None
         self.log_path: Path | None = None
 
     @property
@@ -195,6 +201,7 @@ class TritonServer:
             f"--grpc-port={ports.grpc}",
             f"--metrics-port={ports.metrics}",
             f"--log-verbose={self.config.log_verbose}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
         command += [f"--load-model={name}" for name in self.config.models]
         return command
@@ -207,7 +214,7 @@ class TritonServer:
         if not Path(self.config.model_repository).is_dir():
             raise TritonError(f"model repository not found: {self.config.model_repository}")
         self._scratch = Path(tempfile.mkdtemp(prefix="rankflow-triton-"))
-        self._shm_before = _shm_regions()
+        self.shm_prefix = f"{SHM_PREFIX}{uuid.uuid4().hex[:16]}_"
         self.log_path = self._scratch / "tritonserver.log"
         command = self.command(_backend_directory(self._scratch))
         logger.info("starting Triton: gRPC %s, HTTP %s", self.grpc_url, self.http_url)
@@ -280,9 +287,10 @@ class TritonServer:
                     logger.warning("Triton ignored SIGTERM for %.0fs; killing it", timeout_s)
             end_group(process.pid)
             process.wait()
-        for region in _shm_regions() - self._shm_before:
-            # Left only when a stub died hard; never touch regions of other servers.
-            Path(region).unlink(missing_ok=True)
+        if self.shm_prefix:
+            # Left only when a stub died hard; the prefix is this server's alone.
+            for region in shm_regions(self.shm_prefix):
+                Path(region).unlink(missing_ok=True)
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
 import socket
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.triton import SHM_GLOB, TritonConfig, TritonError, TritonServer, group_members
+from serving.triton import TritonConfig, TritonError, TritonServer, group_members, shm_regions
 
 CONFIG = """
 name: "{name}"
@@ -56,10 +55,10 @@ def test_serves_a_python_model_and_stops_cleanly(tmp_path):
     import tritonclient.grpc as grpcclient
 
     _model(tmp_path, "add_one")
-    shm_before = set(glob.glob(SHM_GLOB))
     server = TritonServer(TritonConfig(tmp_path, models=("add_one",)))
     with server:
         assert server.running
+        assert shm_regions(server.shm_prefix), "the stub's regions carry this server's prefix"
         client = grpcclient.InferenceServerClient(server.grpc_url)
         x = grpcclient.InferInput("x", [3, 1], "FP32")
         x.set_data_from_numpy(np.array([[1], [2], [3]], dtype=np.float32))
@@ -67,7 +66,7 @@ def test_serves_a_python_model_and_stops_cleanly(tmp_path):
         np.testing.assert_array_equal(result, [[2], [3], [4]])
         assert server.grpc_url.startswith("127.0.0.1:")
     assert not server.running
-    assert set(glob.glob(SHM_GLOB)) <= shm_before
+    assert shm_regions(server.shm_prefix) == set()
     assert _port_free(server.config.ports.grpc) and _port_free(server.config.ports.http)
 
 
@@ -83,14 +82,13 @@ def test_a_killed_triton_leaves_no_stub_and_no_shared_memory(tmp_path):
     """kill -9 of the server: its python-backend stubs (own processes, in Triton's session)
     survive it and ignore SIGTERM; stop() ends the whole group and removes their regions."""
     _model(tmp_path, "add_one")
-    shm_before = set(glob.glob(SHM_GLOB))
     server = TritonServer(TritonConfig(tmp_path, models=("add_one",))).start()
     pgid = server.pid
     assert pgid is not None
     try:
         stubs = [pid for pid in group_members(pgid) if pid != pgid]
         assert stubs, "the python model runs in a stub process of Triton's group"
-        assert set(glob.glob(SHM_GLOB)) - shm_before, "the stub talks over shared memory"
+        assert shm_regions(server.shm_prefix), "the stub talks over shared memory"
         os.kill(pgid, signal.SIGKILL)
         time.sleep(2)
         assert not _alive(pgid)
@@ -99,8 +97,36 @@ def test_a_killed_triton_leaves_no_stub_and_no_shared_memory(tmp_path):
         server.stop()
     assert [pid for pid in stubs if _alive(pid)] == []
     assert group_members(pgid) == []
-    assert set(glob.glob(SHM_GLOB)) <= shm_before
+    assert shm_regions(server.shm_prefix) == set()
     assert not server.running
+
+
+def test_stopping_one_server_leaves_the_regions_of_another(tmp_path):
+    """Two Tritons on one host (a rollout runs two): the one that started first and stops first
+    must not remove the regions of the other, which is still serving."""
+    import tritonclient.grpc as grpcclient
+
+    _model(tmp_path, "add_one")
+    first = TritonServer(TritonConfig(tmp_path, models=("add_one",))).start()
+    try:
+        second = TritonServer(TritonConfig(tmp_path, models=("add_one",))).start()
+    except BaseException:
+        first.stop()
+        raise
+    try:
+        assert first.shm_prefix != second.shm_prefix
+        theirs = shm_regions(second.shm_prefix)
+        assert theirs
+        first.stop()
+        assert shm_regions(second.shm_prefix) == theirs
+        client = grpcclient.InferenceServerClient(second.grpc_url)
+        x = grpcclient.InferInput("x", [1, 1], "FP32")
+        x.set_data_from_numpy(np.array([[41]], dtype=np.float32))
+        assert client.infer("add_one", [x]).as_numpy("y").tolist() == [[42.0]]
+    finally:
+        first.stop()
+        second.stop()
+    assert shm_regions(second.shm_prefix) == set()
 
 
 def test_a_model_that_fails_to_load_is_reported_with_the_log(tmp_path):
