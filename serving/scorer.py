@@ -22,6 +22,7 @@ from rankflow.core.tasks import task_of
 
 if TYPE_CHECKING:
     from rankflow.core.compiled import CompiledWorkflow
+    from rankflow.core.content import ContentFeatures
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,14 @@ class RankerScorer:
     and ``score_prepared``.
     """
 
-    def __init__(self, workflow_dir: Path, model_dir: Path, *, targets: Sequence[str]) -> None:
+    def __init__(
+        self,
+        workflow_dir: Path,
+        model_dir: Path,
+        *,
+        targets: Sequence[str],
+        content: ContentFeatures | None = None,
+    ) -> None:
         import tensorflow as tf
 
         from rankflow.core.compiled import compile_workflow
@@ -45,6 +53,10 @@ class RankerScorer:
         self.model = load_ranker(model_dir)
         self.tasks = tuple(targets)
         self.input_dtypes: dict[str, np.dtype] = input_dtypes(self.workflow)
+        #: Text columns become vectors beside the workflow (see ContentFeatures): raw strings in.
+        self.content = content
+        for column in content.columns if content is not None else ():
+            self.input_dtypes[column] = np.dtype(object)
         #: Input columns that are lists: each arrives padded, with ``<name>__length``.
         self.lists: tuple[str, ...] = tuple(c.name for c in self.workflow.input_schema if c.is_list)
         try:
@@ -79,17 +91,21 @@ class RankerScorer:
         """The model's inputs: a list output ``c`` as ``c__values`` / ``c__offsets``."""
         from rankflow.core.compiled import flatten_ragged
 
+        vectors = self.content.vectors(raw) if self.content is not None else {}
         if self.compiled is not None:
-            return self.compiled.model_inputs(raw)
+            return {**self.compiled.model_inputs(raw), **vectors}
         frame = self.workflow.transform(
             pd.DataFrame({c: v.to_lists() if isinstance(v, Ragged) else v for c, v in raw.items()})
         )
-        return flatten_ragged(
-            {
-                c: Ragged.from_lists(list(frame[c])) if c in self._list_outputs else frame[c]
-                for c in frame.columns
-            }
-        )
+        return {
+            **flatten_ragged(
+                {
+                    c: Ragged.from_lists(list(frame[c])) if c in self._list_outputs else frame[c]
+                    for c in frame.columns
+                }
+            ),
+            **vectors,
+        }
 
     @property
     def _list_outputs(self) -> set[str]:

@@ -244,8 +244,14 @@ def run_feature_engineering(
     workflow_dir: Path,
     outputs: Mapping[str, Path],
     config: FeatureConfig,
+    content: Path | None = None,
 ) -> dict[str, int]:
     """Fit on ``splits['train']`` only, transform every split into ``outputs[split]``.
+
+    With text columns in the spec every split also gets one vector per text column and row
+    (``<column>_vector``, tagged EMBEDDING): item text from the content table at ``content`` (the
+    content step's), embedded from the row's own text where the table lacks the item, context
+    text always embedded (:class:`rankflow.core.content.ContentFeatures`).
 
     Each output directory holds parquet parts plus the Merlin ``schema.pbtxt``; the fitted
     workflow (with its category vocabularies) is saved to ``workflow_dir``. Returns the
@@ -281,6 +287,7 @@ def run_feature_engineering(
         cardinalities = _cardinalities(spec, workflow)
         _check_vocabularies(spec, cardinalities)
         compiled = _compiled_for_transform(workflow, cpu=cpu, config=config)
+        features = content_features(spec, content) if spec.text_columns else None
         for name, source in splits.items():
             with atomic_dir(outputs[name]) as scratch:
                 if compiled is not None:
@@ -289,9 +296,75 @@ def run_feature_engineering(
                     transformed = workflow.transform(Dataset(str(source), **engine_kwargs))
                     # No shuffle: evaluation aligns processed rows with the raw split row by row.
                     transformed.to_parquet(str(scratch), shuffle=None, output_files=1)
+                if features is not None:
+                    _add_content(features, spec, workflow, Path(source), scratch)
         with atomic_dir(workflow_dir) as scratch:
             workflow.save(str(scratch))
     return cardinalities
+
+
+def content_features(spec: DatasetSpec, content: Path | None):  # -> ContentFeatures
+    from rankflow.core.content import ContentFeatures, ContentTable
+    from rankflow.core.integrity import verify
+    from rankflow.core.text import EncoderFiles, TextEncoder
+
+    if spec.item_text and content is None:
+        raise MissingArtifactError(
+            f"item text {list(spec.item_text)} needs the content step's table (content=...)"
+        )
+    table = None
+    if content is not None:
+        verify(content)
+        table = ContentTable.load(content)
+    return ContentFeatures(
+        table,
+        TextEncoder(EncoderFiles.installed()),
+        item_id=spec.item_id,
+        item_text=spec.item_text,
+        context_text=spec.context_text,
+    )
+
+
+def _add_content(features, spec: DatasetSpec, workflow, source: Path, out: Path) -> None:
+    """Append each text column's vector to the processed split at ``out`` (row-aligned with the
+    raw split at ``source``) and to its Merlin schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from merlin.schema import ColumnSchema, Schema, Tags
+    from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
+
+    from rankflow.core.content import vector_name
+    from rankflow.core.io import parquet_parts
+
+    raw_files = parquet_parts(source) if source.is_dir() else [source]
+    needed = [c for c in (spec.item_id, *features.columns) if c is not None]
+    raw = pa.concat_tables(pq.read_table(f, columns=needed) for f in raw_files)
+    columns = {c: raw.column(c).to_numpy() for c in needed}
+    vectors = features.vectors(columns)
+    parts = parquet_parts(out)
+    if len(parts) != 1:
+        raise DataValidationError(f"expected one processed part in {out}, found {len(parts)}")
+    table = pq.read_table(parts[0])
+    if table.num_rows != raw.num_rows:
+        raise DataValidationError(f"processed {out} has {table.num_rows} rows, raw {raw.num_rows}")
+    added = []
+    for column in features.columns:
+        name = vector_name(column)
+        values = vectors[name]
+        flat = pa.array(values.reshape(-1), pa.float32())
+        table = table.append_column(name, pa.FixedSizeListArray.from_arrays(flat, values.shape[1]))
+        role = Tags.ITEM if column in spec.item_text else Tags.CONTEXT
+        added.append(
+            ColumnSchema(
+                name, tags=[Tags.EMBEDDING, role], dtype="float32", is_list=True
+            ).with_shape((None, values.shape[1]))
+        )
+    pq.write_table(table, parts[0])
+    schema = Schema([*workflow.output_schema, *added])
+    metadata = TensorflowMetadata.from_merlin_schema(schema)
+    metadata.to_proto_text_file(str(out))
+    (out / ".merlin").mkdir(exist_ok=True)
+    metadata.to_json_file(str(out / ".merlin"))
 
 
 def _cardinalities(spec: DatasetSpec, workflow: nvt.Workflow) -> dict[str, int]:

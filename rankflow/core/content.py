@@ -74,3 +74,71 @@ class ContentTable:
             ids = arrays["ids"]
             vectors = {c: arrays[f"vectors__{c}"] for c in meta["columns"]}
         return cls(meta["item_id"], ids, vectors, meta["model_id"], meta["model_sha256"])
+
+
+#: Suffix of the model input holding a text column's vector.
+VECTOR_SUFFIX = "_vector"
+
+
+def vector_name(text_column: str) -> str:
+    return text_column + VECTOR_SUFFIX
+
+
+class ContentFeatures:
+    """Per row, each text column's vector, the same way offline and online: an item text is
+    looked up by the row's item id in the table and embedded from the row's own text only when
+    the table lacks the item (cold start); a context text (a query) is always embedded. Distinct
+    texts of a batch are embedded once."""
+
+    def __init__(
+        self,
+        table: ContentTable | None,
+        encoder: object,
+        *,
+        item_id: str | None,
+        item_text: Sequence[str],
+        context_text: Sequence[str],
+    ) -> None:
+        self.table = table
+        self.encoder = encoder
+        self.item_id = item_id
+        self.item_text = tuple(item_text)
+        self.context_text = tuple(context_text)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.item_text + self.context_text
+
+    def vectors(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = len(next(iter(columns.values())))
+        out: dict[str, np.ndarray] = {}
+        known = np.full(rows, -1, dtype=np.int64)
+        if self.table is not None and self.item_id is not None and self.item_text:
+            known = self.table.positions(columns[self.item_id])
+        for column in self.columns:
+            texts = np.asarray(columns[column], dtype=object).reshape(-1)
+            vectors = np.zeros((rows, _dimension(self.table)), dtype=np.float32)
+            todo = np.arange(rows)
+            if column in self.item_text and self.table is not None:
+                hit = known >= 0
+                vectors[hit] = self.table.vectors[column][known[hit]]
+                todo = np.flatnonzero(~hit)
+            if len(todo):
+                vectors[todo] = self._embed(texts[todo])
+            out[vector_name(column)] = vectors
+        return out
+
+    def _embed(self, texts: np.ndarray) -> np.ndarray:
+        keys = [t if isinstance(t, str) else "" for t in texts.tolist()]
+        distinct = sorted(set(keys))
+        embedded = self.encoder.embed(distinct)  # type: ignore[attr-defined]
+        where = {text: i for i, text in enumerate(distinct)}
+        return embedded[[where[k] for k in keys]]
+
+
+def _dimension(table: ContentTable | None) -> int:
+    from rankflow.core.text import DIMENSION
+
+    if table is not None and table.vectors:
+        return int(next(iter(table.vectors.values())).shape[1])
+    return DIMENSION
