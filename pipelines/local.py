@@ -112,6 +112,10 @@ class _IntoLog(logging.Handler):
         self._timer.feed(self.format(record) + "\n")
 
 
+#: Where local runs keep item-text vectors between runs (under runs/, which git ignores).
+LOCAL_EMBEDDING_CACHE = "runs/embedding-cache"
+
+
 def local_arguments(overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Every pipeline argument of a local run: the pipeline's defaults, then the local deploy
     settings, then ``overrides``.
@@ -127,6 +131,8 @@ def local_arguments(overrides: Mapping[str, Any]) -> dict[str, Any]:
     arguments = {
         **defaults,
         "model_store": str(Path(DeployConfig.model_store).resolve()),
+        # Beside the store: an unchanged catalogue is embedded once across local runs.
+        "embedding_cache": str(Path(LOCAL_EMBEDDING_CACHE).resolve()),
         "triton_url": DeployConfig.triton_url,
         "serving_flavour": "cpu",
         **overrides,

@@ -39,6 +39,8 @@ class ClusterProfile:
     #: Lists and samples the log for the data step's cache key (see components.data.fingerprint).
     fingerprint: StepResources = StepResources(cpu="500m", memory="1Gi", timeout_s=1800)
     data: StepResources = StepResources(cpu="2", memory="8Gi", timeout_s=2 * 3600)
+    #: Embeds item text with ONNX Runtime's CPU provider (the lock's onnxruntime has no CUDA).
+    content: StepResources = StepResources(cpu="4", memory="8Gi", timeout_s=4 * 3600)
     features: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True, timeout_s=4 * 3600)
     training: StepResources = StepResources(cpu="4", memory="16Gi", gpu=True, timeout_s=8 * 3600)
     evaluation: StepResources = StepResources(cpu="2", memory="8Gi")
@@ -50,6 +52,9 @@ class ClusterProfile:
     gate: StepResources = StepResources(cpu="100m", memory="256Mi", timeout_s=300)
     deploy: StepResources = StepResources(cpu="1", memory="2Gi", retries=3, timeout_s=1800)
     gpu_product: str | None = None
+    #: The pipeline's ``embedding_cache`` default: a path on a volume mounted into the content
+    #: step that outlives runs; empty: none.
+    embedding_cache: str = ""
     data_pvc: str | None = None
     data_mount: str = "/data"
     #: The model store (k8s/serving: ReadWriteMany claim, read-only in Triton) and where the
@@ -113,6 +118,7 @@ def apply_profile(
     *,
     fingerprint: dsl.PipelineTask,
     data: dsl.PipelineTask,
+    content: dsl.PipelineTask,
     features: dsl.PipelineTask,
     training: dsl.PipelineTask,
     evaluation: dsl.PipelineTask,
@@ -124,6 +130,7 @@ def apply_profile(
 ) -> None:
     _apply(fingerprint, profile.fingerprint, profile)
     _apply(data, profile.data, profile)
+    _apply(content, profile.content, profile)
     _apply(features, profile.features, profile)
     _apply(training, profile.training, profile)
     _apply(evaluation, profile.evaluation, profile)

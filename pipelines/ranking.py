@@ -1,5 +1,5 @@
-"""The rankflow DAG: data -> features -> train -> evaluate -> export -> validate on Triton ->
-deploy (only when both evaluation and infra-validation blessed the model).
+"""The rankflow DAG: data -> item-text embeddings -> features -> train -> evaluate -> export ->
+validate on Triton -> deploy (only when both evaluation and infra-validation blessed the model).
 
 Wiring only.
 
@@ -9,6 +9,7 @@ Parameter defaults come from the steps' config dataclasses, so each default live
 from kfp import dsl
 from kfp.dsl.graph_component import GraphComponent
 
+from components.content.component import embed_content
 from components.data.component import fingerprint_data, prepare_data
 from components.data.split import SplitConfig
 from components.data.synthetic import SyntheticConfig
@@ -31,6 +32,7 @@ PIPELINE_NAME = "rankflow-ranking"
 STEPS = (
     "fingerprint-data",
     "prepare-data",
+    "embed-content",
     "engineer-features",
     "train-ranker",
     "evaluate-ranker",
@@ -61,6 +63,7 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
         seed: int = SyntheticConfig.seed,
         valid_fraction: float = SplitConfig.valid_fraction,
         test_fraction: float = SplitConfig.test_fraction,
+        embedding_cache: str = profile.embedding_cache,
         dask_workers: int = FeatureConfig.dask_workers,
         architecture: str = RankerConfig.architecture,
         embedding_dim: int = RankerConfig.embedding_dim,
@@ -98,6 +101,9 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             seed: Seed of the generator and of training.
             valid_fraction: Latest-but-one slice of time held out for validation.
             test_fraction: Latest slice of time held out for the test metrics.
+            embedding_cache: A directory that outlives runs (a mounted volume) where item-text
+                vectors are kept by model and text hash, so an unchanged catalogue is not
+                embedded again; empty: no cache.
             dask_workers: Dask workers for NVTabular fit/transform (1 = in-process).
             architecture: Multi-task architecture: mmoe, ple or shared_bottom.
             embedding_dim: Embedding size of every categorical feature.
@@ -152,11 +158,17 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             valid_fraction=valid_fraction,
             test_fraction=test_fraction,
         ).set_display_name("Prepare data")
+        content = embed_content(
+            train_data=data.outputs["train_data"],
+            dataset_spec=data.outputs["dataset_spec"],
+            embedding_cache=embedding_cache,
+        ).set_display_name("Embed item text")
         features = engineer_features(
             train_data=data.outputs["train_data"],
             valid_data=data.outputs["valid_data"],
             test_data=data.outputs["test_data"],
             dataset_spec=data.outputs["dataset_spec"],
+            content_table=content.outputs["content_table"],
             dask_workers=dask_workers,
         ).set_display_name("NVTabular features")
         training = train_ranker(
@@ -236,6 +248,7 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             profile,
             fingerprint=fingerprint,
             data=data,
+            content=content,
             features=features,
             training=training,
             evaluation=evaluation,

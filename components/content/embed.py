@@ -22,9 +22,23 @@ from rankflow.core.content import ContentTable
 from rankflow.core.errors import ConfigError, DataValidationError
 from rankflow.core.io import parquet_parts
 from rankflow.core.spec import DatasetSpec
-from rankflow.core.text import BATCH, DIMENSION, MODEL_ID, EncoderFiles, TextEncoder
+from rankflow.core.text import (
+    BATCH,
+    DIMENSION,
+    MODEL_ID,
+    TFIDF_ID,
+    EncoderFiles,
+    HashedTfidf,
+    Projected,
+    TextEncoder,
+)
 
 logger = logging.getLogger(__name__)
+
+
+#: How text becomes vectors: the language model, or the bag-of-words baseline it is measured
+#: against (hashed TF-IDF, fitted on the train items' texts).
+ENCODERS = ("minilm", "tfidf")
 
 
 @dataclass(frozen=True)
@@ -35,10 +49,18 @@ class ContentConfig:
     batch: int = BATCH
     threads: int | None = None
     cache_dir: Path | None = None
+    encoder: str = "minilm"
+    #: Principal axes of the catalogue's text vectors kept (see :class:`Projected`); None keeps
+    #: the encoder's whole vector.
+    dimension: int | None = 32
 
     def __post_init__(self) -> None:
         if self.batch < 1:
             raise ConfigError(f"batch must be >= 1, got {self.batch}")
+        if self.dimension is not None and self.dimension < 1:
+            raise ConfigError(f"dimension must be >= 1, got {self.dimension}")
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
 
 
 @dataclass(frozen=True)
@@ -108,6 +130,8 @@ def embed_content(
     from tqdm.auto import tqdm
 
     ids, texts = latest_texts(spec, train)
+    if config.encoder == "tfidf":
+        return _embed_tfidf(spec, ids, texts, out_dir, config)
     files = EncoderFiles.installed()
     cache = EmbeddingCache(config.cache_dir, files.sha256) if config.cache_dir else None
     encoder: TextEncoder | None = None
@@ -139,11 +163,63 @@ def embed_content(
                     cache.vectors[cache.key(str(values[i]))] = out[i]
                 cache.added += len(todo)
         vectors[column] = out
+    projection = _projection(vectors, config)
+    if projection is not None:
+        vectors = {c: projection.project(v) for c, v in vectors.items()}
     table = ContentTable(str(spec.item_id), ids, vectors, MODEL_ID, files.sha256)
     with atomic_dir(out_dir) as scratch:
         table.save(scratch)
+        if projection is not None:
+            projection.save(scratch)
     if cache is not None:
         cache.save()
     stats = ContentStats(len(ids), sum(len(v) for v in texts.values()), embedded, cached)
     logger.info("content table: %s", stats)
     return table, stats
+
+
+def _projection(vectors: dict[str, np.ndarray], config: ContentConfig) -> Projected | None:
+    if config.dimension is None:
+        return None
+    return Projected.fit(None, np.concatenate(list(vectors.values())), config.dimension)
+
+
+def _embed_tfidf(
+    spec: DatasetSpec,
+    ids: np.ndarray,
+    texts: dict[str, list[str | None]],
+    out_dir: Path,
+    config: ContentConfig,
+) -> tuple[ContentTable, ContentStats]:
+    """The bag-of-words table: IDF fitted on every item text, saved beside the vectors."""
+    encoder = HashedTfidf.fit([t for values in texts.values() for t in values])
+    vectors = {column: encoder.embed(values) for column, values in texts.items()}
+    projection = _projection(vectors, config)
+    if projection is not None:
+        vectors = {c: projection.project(v) for c, v in vectors.items()}
+    table = ContentTable(str(spec.item_id), ids, vectors, TFIDF_ID, encoder.sha256)
+    with atomic_dir(out_dir) as scratch:
+        table.save(scratch)
+        encoder.save(scratch)
+        if projection is not None:
+            projection.save(scratch)
+    total = sum(len(v) for v in texts.values())
+    stats = ContentStats(len(ids), total, total, 0)
+    logger.info("content table (hashed TF-IDF): %s", stats)
+    return table, stats
+
+
+def embed_or_empty(
+    spec: DatasetSpec, train: Path, out_dir: Path, *, config: ContentConfig
+) -> ContentStats:
+    """:func:`embed_content`, or, when the spec names no item text, an empty table (the feature
+    step then embeds only context text, if any)."""
+    if spec.item_id is not None and spec.item_text:
+        return embed_content(spec, train, out_dir, config=config)[1]
+    files = EncoderFiles.installed()
+    table = ContentTable(
+        str(spec.item_id or ""), np.zeros(0, dtype=np.int64), {}, MODEL_ID, files.sha256
+    )
+    with atomic_dir(out_dir) as scratch:
+        table.save(scratch)
+    return ContentStats(0, 0, 0, 0)

@@ -62,6 +62,14 @@ HISTORY_POOL = 40
 TITLE_WORDS, KEYWORDS, QUERY_WORDS = 6, 3, 3
 #: How sharply an entity's words follow its latent vector (a softmax temperature's inverse).
 TOPIC_SHARPNESS = 4.0
+#: With content every ad is about one topic, drawn apart from its category and creative: its
+#: latent vector gains that topic's direction at this weight (an attribute part has weight 1),
+#: and most of its words come from the topic. This is what only the text tells of a new ad --
+#: real ad copy says more than its category does.
+TOPIC_WEIGHT = 1.5
+#: Of an ad's title words and keywords, those drawn from its own topic (the rest follow its
+#: latent vector).
+OWN_TOPIC_WORDS = 3, 2
 
 
 @dataclass(frozen=True)
@@ -272,12 +280,19 @@ def _with_content(world: _World, config: SyntheticConfig) -> _World:
     from dataclasses import replace
 
     rng = np.random.default_rng([config.seed, 0xC0DE])
+    topics = rng.normal(0.0, 1.0, (len(TOPICS), LATENT_DIM))
+    warm = len(world.ad_weights)
+    ad_topic = rng.integers(0, len(TOPICS), warm)
+    topic_part = TOPIC_WEIGHT / np.sqrt(LATENT_DIM * 3) * topics
+    world = replace(world, ad_latent=world.ad_latent + topic_part[ad_topic])
     cold = config.cold_ads
     if cold:
         campaigns = world.ad_campaign[rng.integers(0, len(world.ad_campaign), cold)]
         category = rng.integers(0, N_INTERESTS, cold)
         creative = rng.integers(0, len(CREATIVES), cold)
-        latent = _cold_latent(world, category, creative, rng)
+        cold_topic = rng.integers(0, len(TOPICS), cold)
+        latent = _cold_latent(world, category, creative, rng) + topic_part[cold_topic]
+        ad_topic = np.concatenate([ad_topic, cold_topic])
         world = replace(
             world,
             ad_advertiser=np.concatenate([world.ad_advertiser, _advertiser_of(world, campaigns)]),
@@ -288,10 +303,22 @@ def _with_content(world: _World, config: SyntheticConfig) -> _World:
             ad_quality=np.concatenate([world.ad_quality, rng.normal(0.0, 0.2, cold)]),
             ad_latent=np.concatenate([world.ad_latent, latent]),
         )
-    topics = rng.normal(0.0, 1.0, (len(TOPICS), LATENT_DIM))
-    title = _draw_words(rng, topics, world.ad_latent, TITLE_WORDS)
-    keywords = _draw_words(rng, topics, world.ad_latent, KEYWORDS)
-    n_users, warm = len(world.user_latent), len(world.ad_weights)
+    own_title, own_keywords = OWN_TOPIC_WORDS
+    title = np.concatenate(
+        [
+            _topic_words(rng, ad_topic, own_title),
+            _draw_words(rng, topics, world.ad_latent, TITLE_WORDS - own_title),
+        ],
+        axis=1,
+    )
+    keywords = np.concatenate(
+        [
+            _topic_words(rng, ad_topic, own_keywords),
+            _draw_words(rng, topics, world.ad_latent, KEYWORDS - own_keywords),
+        ],
+        axis=1,
+    )
+    n_users = len(world.user_latent)
     # A user's history pool: warm ads they engaged with, more likely the closer the ad.
     affinity = world.user_latent @ world.ad_latent[:warm].T
     weights = np.log(world.ad_weights)[None, :] + 2.0 * affinity / (affinity.std() + 1e-9)
@@ -323,6 +350,12 @@ def _draw_words(
     )
     per_topic = len(TOPICS[0])
     return _WORDS[picks * per_topic + rng.integers(0, per_topic, picks.shape)]
+
+
+def _topic_words(rng: np.random.Generator, topic: np.ndarray, count: int) -> np.ndarray:
+    """``count`` words of each row's own topic."""
+    per_topic = len(TOPICS[0])
+    return _WORDS[topic[:, None] * per_topic + rng.integers(0, per_topic, (len(topic), count))]
 
 
 def _advertiser_of(world: _World, campaigns: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ def engineer_features(
     valid_data: Input[Dataset],
     test_data: Input[Dataset],
     dataset_spec: Input[Artifact],
+    content_table: Input[Model],
     nvt_workflow: Output[Model],
     train_features: Output[Dataset],
     valid_features: Output[Dataset],
@@ -19,7 +20,9 @@ def engineer_features(
     feature_stats: Output[Metrics],
     dask_workers: int,
 ):
-    """Fit the NVTabular workflow on train; transform every split; emit the Merlin schema."""
+    """Fit the NVTabular workflow on train; transform every split; emit the Merlin schema.
+    Text columns become vectors: item text from ``content_table`` (embed-content's), what it
+    lacks and every query embedded from the row's own text."""
     from rankflow.core.steps import reporting
 
     with reporting("engineer-features", nvt_workflow):
@@ -44,6 +47,7 @@ def engineer_features(
                 "test": Path(test_features.path),
             },
             config=FeatureConfig(dask_workers=dask_workers),
+            content=checked(content_table),
         )
         for artifact in (nvt_workflow, train_features, valid_features, test_features):
             record(artifact)

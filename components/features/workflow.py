@@ -46,6 +46,12 @@ class FeatureConfig:
     transform: str = "auto"
     #: Rows per batch of the compiled transform (bounds its memory).
     batch_rows: int = 1 << 20
+    #: Share of train rows whose item id is replaced by the out-of-vocabulary index. Every
+    #: item seen in train has a vocabulary entry, so without this the OOV embedding -- the one
+    #: an item new at serving time gets -- is never trained, and the model never learns to
+    #: rank such an item on its other features and its content (ID dropout, as in DropoutNet).
+    item_id_dropout: float = 0.05
+    seed: int = 7
 
     def __post_init__(self) -> None:
         if self.dask_workers < 1:
@@ -54,6 +60,8 @@ class FeatureConfig:
             raise ConfigError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
         if self.batch_rows < 1:
             raise ConfigError(f"batch_rows must be >= 1, got {self.batch_rows}")
+        if not 0.0 <= self.item_id_dropout < 1.0:
+            raise ConfigError(f"item_id_dropout must be in [0, 1), got {self.item_id_dropout}")
 
 
 #: Custom schema tag of the per-row weight column (a TARGET-tagged column that is no task).
@@ -296,15 +304,23 @@ def run_feature_engineering(
                     transformed = workflow.transform(Dataset(str(source), **engine_kwargs))
                     # No shuffle: evaluation aligns processed rows with the raw split row by row.
                     transformed.to_parquet(str(scratch), shuffle=None, output_files=1)
-                if features is not None:
-                    _add_content(features, spec, workflow, Path(source), scratch)
+                dropout = _dropped_ids(spec, config) if name == "train" else {}
+                if features is not None or dropout:
+                    _finish_split(
+                        scratch,
+                        workflow,
+                        vectors=_content_vectors(features, spec, Path(source)) if features else {},
+                        item_columns=spec.item_text,
+                        dropout=dropout,
+                        seed=config.seed,
+                    )
         with atomic_dir(workflow_dir) as scratch:
             workflow.save(str(scratch))
     return cardinalities
 
 
 def content_features(spec: DatasetSpec, content: Path | None):  # -> ContentFeatures
-    from rankflow.core.content import ContentFeatures, ContentTable
+    from rankflow.core.content import ContentFeatures, ContentTable, table_encoder
     from rankflow.core.integrity import verify
     from rankflow.core.text import EncoderFiles, TextEncoder
 
@@ -312,59 +328,97 @@ def content_features(spec: DatasetSpec, content: Path | None):  # -> ContentFeat
         raise MissingArtifactError(
             f"item text {list(spec.item_text)} needs the content step's table (content=...)"
         )
-    table = None
+    table, encoder = None, None
     if content is not None:
         verify(content)
         table = ContentTable.load(content)
+        encoder = table_encoder(content, table)
     return ContentFeatures(
         table,
-        TextEncoder(EncoderFiles.installed()),
+        encoder if encoder is not None else TextEncoder(EncoderFiles.installed()),
         item_id=spec.item_id,
         item_text=spec.item_text,
         context_text=spec.context_text,
     )
 
 
-def _add_content(features, spec: DatasetSpec, workflow, source: Path, out: Path) -> None:
-    """Append each text column's vector to the processed split at ``out`` (row-aligned with the
-    raw split at ``source``) and to its Merlin schema."""
+def _dropped_ids(spec: DatasetSpec, config: FeatureConfig) -> dict[str, float]:
+    """The train split's id columns to drop to OOV, with their shares (hashed ids have no OOV)."""
+    item = spec.item_id
+    if item is None or config.item_id_dropout == 0 or item in spec.categorify.hash_buckets:
+        return {}
+    return {item: config.item_id_dropout}
+
+
+def _content_vectors(features, spec: DatasetSpec, source: Path) -> dict[str, np.ndarray]:
+    """Each text column's vectors for the raw split at ``source``, row by row."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from merlin.schema import ColumnSchema, Schema, Tags
-    from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 
-    from rankflow.core.content import vector_name
     from rankflow.core.io import parquet_parts
 
     raw_files = parquet_parts(source) if source.is_dir() else [source]
     needed = [c for c in (spec.item_id, *features.columns) if c is not None]
     raw = pa.concat_tables(pq.read_table(f, columns=needed) for f in raw_files)
-    columns = {c: raw.column(c).to_numpy() for c in needed}
-    vectors = features.vectors(columns)
+    from rankflow.core.content import vector_name
+
+    vectors = features.vectors({c: raw.column(c).to_numpy() for c in needed})
+    return {c: vectors[vector_name(c)] for c in features.columns}
+
+
+def _finish_split(
+    out: Path,
+    workflow,
+    *,
+    vectors: Mapping[str, np.ndarray],
+    item_columns: tuple[str, ...],
+    dropout: Mapping[str, float],
+    seed: int,
+) -> None:
+    """Rewrite the processed split at ``out`` (one part, row-aligned with its raw split): append
+    each text column's vector (``<column>_vector``, tagged EMBEDDING) to it and its Merlin
+    schema, and set a seeded ``share`` of each ``dropout`` column's codes to the OOV index."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from merlin.schema import ColumnSchema, Schema, Tags
+    from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
+
+    from rankflow.core.compiled import OOV_INDEX
+    from rankflow.core.content import vector_name
+    from rankflow.core.io import parquet_parts
+
     parts = parquet_parts(out)
     if len(parts) != 1:
         raise DataValidationError(f"expected one processed part in {out}, found {len(parts)}")
     table = pq.read_table(parts[0])
-    if table.num_rows != raw.num_rows:
-        raise DataValidationError(f"processed {out} has {table.num_rows} rows, raw {raw.num_rows}")
+    rng = np.random.default_rng([seed, 0x1D])
+    for column, share in dropout.items():
+        codes = table.column(column).to_numpy().copy()
+        codes[rng.random(len(codes)) < share] = OOV_INDEX
+        index = table.schema.get_field_index(column)
+        table = table.set_column(index, table.schema.field(index), pa.array(codes))
     added = []
-    for column in features.columns:
+    for column, values in vectors.items():
         name = vector_name(column)
-        values = vectors[name]
+        if len(values) != table.num_rows:
+            raise DataValidationError(
+                f"processed {out} has {table.num_rows} rows, its vectors {len(values)}"
+            )
         flat = pa.array(values.reshape(-1), pa.float32())
         table = table.append_column(name, pa.FixedSizeListArray.from_arrays(flat, values.shape[1]))
-        role = Tags.ITEM if column in spec.item_text else Tags.CONTEXT
+        role = Tags.ITEM if column in item_columns else Tags.CONTEXT
         added.append(
             ColumnSchema(
                 name, tags=[Tags.EMBEDDING, role], dtype="float32", is_list=True
             ).with_shape((None, values.shape[1]))
         )
     pq.write_table(table, parts[0])
-    schema = Schema([*workflow.output_schema, *added])
-    metadata = TensorflowMetadata.from_merlin_schema(schema)
-    metadata.to_proto_text_file(str(out))
-    (out / ".merlin").mkdir(exist_ok=True)
-    metadata.to_json_file(str(out / ".merlin"))
+    if added:
+        schema = Schema([*workflow.output_schema, *added])
+        metadata = TensorflowMetadata.from_merlin_schema(schema)
+        metadata.to_proto_text_file(str(out))
+        (out / ".merlin").mkdir(exist_ok=True)
+        metadata.to_json_file(str(out / ".merlin"))
 
 
 def _cardinalities(spec: DatasetSpec, workflow: nvt.Workflow) -> dict[str, int]:

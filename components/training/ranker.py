@@ -65,6 +65,10 @@ class RankerConfig:
     gate_mlp: tuple[int, ...] = (16,)
     ple_layers: int = 2
     dropout: float = 0.1
+    #: Each pretrained vector (a text column's, tagged EMBEDDING) is projected to this many
+    #: dimensions by a learned linear map before it meets the other features; None feeds it
+    #: whole.
+    content_dim: int | None = 16
     #: None: derived from the train split's size (:func:`plan_budget`).
     batch_size: int | None = None
     epochs: int | None = None
@@ -88,6 +92,7 @@ class RankerConfig:
             "epochs",
             "ple_layers",
             "patience",
+            "content_dim",
         ):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -297,8 +302,14 @@ def build_ranker(
     if not heads:
         raise ConfigError("the schema has no column tagged TARGET: nothing to rank on")
     features = schema.remove_by_tag(Tags.TARGET)
+    pretrained = features.select_by_tag(Tags.EMBEDDING)
     inputs = mm.InputBlockV2(
         features,
+        pretrained_embeddings=(
+            mm.PretrainedEmbeddings(pretrained, output_dims=config.content_dim)
+            if len(pretrained)
+            else Tags.EMBEDDING
+        ),
         categorical=mm.Embeddings(
             features.select_by_tag(Tags.CATEGORICAL),
             dim=config.embedding_dim,

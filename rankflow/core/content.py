@@ -142,3 +142,38 @@ def _dimension(table: ContentTable | None) -> int:
     if table is not None and table.vectors:
         return int(next(iter(table.vectors.values())).shape[1])
     return DIMENSION
+
+
+def table_encoder(directory: Path, table: ContentTable) -> object:
+    """The encoder that made ``table`` (at ``directory``), to embed what it lacks the same way:
+    the language model, checked against the table's sha256, or the table's fitted TF-IDF; then
+    the table's projection, when it has one."""
+    from rankflow.core.text import PROJECTION_FILE, Projected
+
+    encoder = _base_encoder(directory, table)
+    if (directory / PROJECTION_FILE).is_file():
+        return Projected.load(encoder, directory)
+    return encoder
+
+
+def _base_encoder(directory: Path, table: ContentTable) -> object:
+    from rankflow.core.text import MODEL_ID, TFIDF_ID, EncoderFiles, HashedTfidf, TextEncoder
+
+    if table.model_id == TFIDF_ID:
+        tfidf = HashedTfidf.load(directory)
+        if tfidf.sha256 != table.model_sha256:
+            raise MissingArtifactError(f"the TF-IDF at {directory} is not the one of its table")
+        return tfidf
+    if table.model_id != MODEL_ID:
+        raise MissingArtifactError(
+            f"content table at {directory} was made by {table.model_id!r}; this build embeds "
+            f"with {MODEL_ID!r}: rerun the content step"
+        )
+    files = EncoderFiles.installed()
+    if files.sha256 != table.model_sha256:
+        raise MissingArtifactError(
+            f"content table at {directory} was embedded by another {MODEL_ID} file "
+            f"(sha256 {table.model_sha256[:12]}, installed {files.sha256[:12]}): rerun the "
+            "content step"
+        )
+    return TextEncoder(files)

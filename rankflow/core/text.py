@@ -135,3 +135,123 @@ class TextEncoder:
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+#: The bag-of-words baseline: what the language model is measured against.
+TFIDF_ID = "hashed-tfidf"
+#: Buckets the baseline hashes words into.
+TFIDF_DIMENSION = 256
+TFIDF_FILE = "tfidf.npz"
+
+
+class HashedTfidf:
+    """A text's words (lower-cased ``\\w+`` runs) hashed into ``len(idf)`` buckets by CRC-32,
+    counted, weighted by the bucket's inverse document frequency over the items it was fitted on
+    (smoothed: ``log((1 + n) / (1 + df)) + 1``) and L2-normalised; no words, the zero vector."""
+
+    def __init__(self, idf: np.ndarray) -> None:
+        self.idf = np.asarray(idf, dtype=np.float32)
+
+    @property
+    def dimension(self) -> int:
+        return len(self.idf)
+
+    @classmethod
+    def fit(cls, texts: Sequence[str | None], dimension: int = TFIDF_DIMENSION) -> HashedTfidf:
+        if dimension < 2:
+            raise ConfigError(f"the hashed TF-IDF needs >= 2 buckets, got {dimension}")
+        present = (_counts(texts, dimension) > 0).sum(axis=0)
+        documents = sum(1 for t in texts if _words(t))
+        return cls(np.log((1.0 + documents) / (1.0 + present)) + 1.0)
+
+    def embed(self, texts: Sequence[str | None], *, batch: int = BATCH) -> np.ndarray:
+        weighted = _counts(texts, self.dimension) * self.idf[None, :]
+        norms = np.linalg.norm(weighted, axis=1, keepdims=True)
+        return (weighted / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.idf.tobytes()).hexdigest()
+
+    def save(self, directory: Path) -> None:
+        with (directory / TFIDF_FILE).open("wb") as handle:
+            np.savez(handle, idf=self.idf)
+
+    @classmethod
+    def load(cls, directory: Path) -> HashedTfidf:
+        path = directory / TFIDF_FILE
+        if not path.is_file():
+            raise MissingArtifactError(f"no {TFIDF_FILE} beside the content table at {directory}")
+        with np.load(path, allow_pickle=False) as stored:
+            return cls(stored["idf"])
+
+
+def _words(text: str | None) -> list[str]:
+    import re
+
+    return re.findall(r"\w+", text.lower()) if isinstance(text, str) else []
+
+
+def _counts(texts: Sequence[str | None], dimension: int) -> np.ndarray:
+    import zlib
+
+    out = np.zeros((len(texts), dimension), dtype=np.float32)
+    for row, text in enumerate(texts):
+        for word in _words(text):
+            out[row, zlib.crc32(word.encode()) % dimension] += 1.0
+    return out
+
+
+PROJECTION_FILE = "projection.npz"
+
+
+class Projected:
+    """An encoder's vectors centred and projected onto ``components`` (rows: the principal axes
+    of the catalogue's texts, fitted by the content step): a few dozen numbers a row instead of
+    hundreds, in the features on disk and in the model's input. No text still gives the zero
+    vector."""
+
+    def __init__(self, encoder: Any, mean: np.ndarray, components: np.ndarray) -> None:
+        self.encoder = encoder
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.components = np.asarray(components, dtype=np.float32)
+
+    @property
+    def dimension(self) -> int:
+        return len(self.components)
+
+    @classmethod
+    def fit(cls, encoder: Any, vectors: np.ndarray, dimension: int) -> Projected:
+        """Principal axes of ``vectors`` (the catalogue's, zero rows -- no text -- left out)."""
+        present = vectors[np.abs(vectors).sum(axis=1) > 0].astype(np.float64)
+        if len(present) < 2:
+            raise ConfigError("projecting text vectors needs at least two items with text")
+        mean = present.mean(axis=0)
+        _, _, axes = np.linalg.svd(present - mean, full_matrices=False)
+        components = axes[: min(dimension, len(axes))]
+        # SVD's signs are arbitrary: fix each axis so its largest loading is positive.
+        signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(1)])
+        return cls(encoder, mean, components * signs[:, None])
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        out = (vectors - self.mean[None, :]) @ self.components.T
+        out[np.abs(vectors).sum(axis=1) == 0] = 0.0
+        return out.astype(np.float32)
+
+    def embed(self, texts: Sequence[str | None], *, batch: int = BATCH) -> np.ndarray:
+        return self.project(self.encoder.embed(texts, batch=batch))
+
+    @property
+    def sha256(self) -> str:
+        digest = hashlib.sha256(self.mean.tobytes())
+        digest.update(self.components.tobytes())
+        return digest.hexdigest()
+
+    def save(self, directory: Path) -> None:
+        with (directory / PROJECTION_FILE).open("wb") as handle:
+            np.savez(handle, mean=self.mean, components=self.components)
+
+    @classmethod
+    def load(cls, encoder: Any, directory: Path) -> Projected:
+        with np.load(directory / PROJECTION_FILE, allow_pickle=False) as stored:
+            return cls(encoder, stored["mean"], stored["components"])

@@ -10,6 +10,7 @@ from kfp import dsl
 
 from components.features.component import engineer_features
 from components.features.workflow import FeatureConfig, build_workflow, run_feature_engineering
+from rankflow.core.errors import ConfigError
 from rankflow.core.spec import DatasetSpec
 from tests.conftest import pipeline_defaults
 
@@ -199,7 +200,12 @@ def test_gpu_path_uses_cudf(prepared, tmp_path):
     assert "cudf" in (tmp_path / "wf" / "metadata.json").read_text()
 
 
-def test_component_wires_artifacts(artifact, prepared):
+def test_component_wires_artifacts(artifact, prepared, tmp_path):
+    from components.content.embed import ContentConfig, embed_or_empty
+
+    # The synthetic spec here names no text: embed-content hands over an empty table.
+    spec = DatasetSpec.load(prepared["spec"])
+    embed_or_empty(spec, prepared["train"], tmp_path / "content", config=ContentConfig())
     outs = {
         "nvt_workflow": artifact(dsl.Model, "nvt_workflow"),
         "train_features": artifact(dsl.Dataset, "train_features"),
@@ -212,6 +218,7 @@ def test_component_wires_artifacts(artifact, prepared):
         valid_data=artifact(dsl.Dataset, "valid", prepared["valid"]),
         test_data=artifact(dsl.Dataset, "test", prepared["test"]),
         dataset_spec=artifact(dsl.Artifact, "spec", prepared["spec"]),
+        content_table=artifact(dsl.Model, "content", tmp_path / "content"),
         **outs,
         **pipeline_defaults(engineer_features),
     )
@@ -336,3 +343,29 @@ def test_no_ids_renamed_tasks_weights_and_transforms(prepared, tmp_path):
 def test_feature_config_refuses_unknown_transform():
     with pytest.raises(ValueError, match="transform must be one of"):
         FeatureConfig(transform="polars")
+
+
+def test_item_id_dropout_trains_the_oov_row_on_train_rows_only(features, prepared):
+    """A seeded share of train rows carry the OOV item index (what a new item gets at serving
+    time); valid and test are transformed as served: OOV only for items train never saw."""
+    import numpy as np
+
+    from rankflow.core.compiled import OOV_INDEX
+
+    share = FeatureConfig().item_id_dropout
+    train = pd.read_parquet(features["train"] / "part_0.parquet")
+    dropped = (train["ad_id"] == OOV_INDEX).to_numpy()
+    assert dropped.mean() == pytest.approx(share, abs=0.015)
+    # Only the id: the row's other features and its labels are untouched.
+    raw = pq.read_table(prepared["train"]).to_pandas()
+    assert (train["click"].to_numpy() == raw["click"].to_numpy()).all()
+    seen = set(raw["ad_id"])
+    for name in ("valid", "test"):
+        split = pd.read_parquet(features[name] / "part_0.parquet")
+        unseen = ~pq.read_table(prepared[name]).to_pandas()["ad_id"].isin(seen).to_numpy()
+        np.testing.assert_array_equal(split["ad_id"].to_numpy() == OOV_INDEX, unseen)
+
+
+def test_item_id_dropout_is_refused_outside_zero_to_one():
+    with pytest.raises(ConfigError, match="item_id_dropout"):
+        FeatureConfig(item_id_dropout=1.0)

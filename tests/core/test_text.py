@@ -69,3 +69,30 @@ def test_a_changed_model_file_is_refused(tmp_path):
         handle.write(b"\x00\x01")
     with pytest.raises(MissingArtifactError, match=r"has sha256 .*, expected"):
         EncoderFiles(copy, files.tokenizer, files.sha256).verify()
+
+
+def test_hashed_tfidf_weighs_rare_words_up_and_round_trips(tmp_path):
+    from rankflow.core.text import TFIDF_DIMENSION, HashedTfidf
+
+    items = ["hotel beach resort", "hotel flight", "hotel cruise island", None, ""]
+    tfidf = HashedTfidf.fit(items)
+    assert tfidf.dimension == TFIDF_DIMENSION
+    vectors = tfidf.embed(["hotel", "cruise", "Hotel, HOTEL!", "", None, "hotel cruise"])
+    assert vectors.shape == (6, TFIDF_DIMENSION) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors[[0, 1, 2, 5]], axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(vectors[[3, 4]], 0.0)  # no words, no content
+    np.testing.assert_allclose(vectors[2], vectors[0])  # case and punctuation don't count
+    # "cruise" is in one item of three, "hotel" in all: the pair leans to the rarer word.
+    both = vectors[5]
+    assert both @ vectors[1] > both @ vectors[0]
+    tfidf.save(tmp_path)
+    again = HashedTfidf.load(tmp_path)
+    assert again.sha256 == tfidf.sha256
+    np.testing.assert_array_equal(again.embed(["hotel cruise"]), vectors[5:6])
+
+
+def test_hashed_tfidf_without_its_file_is_refused(tmp_path):
+    from rankflow.core.text import HashedTfidf
+
+    with pytest.raises(MissingArtifactError, match=r"tfidf\.npz"):
+        HashedTfidf.load(tmp_path)

@@ -72,7 +72,8 @@ def test_dag_edges():
         "engineer-features",
         "prepare-data",
     }
-    assert upstream("engineer-features") == {"prepare-data"}
+    assert upstream("embed-content") == {"prepare-data"}  # the train split and the spec
+    assert upstream("engineer-features") == {"prepare-data", "embed-content"}
     assert upstream("train-ranker") == {"engineer-features", "prepare-data"}  # + the spec
     assert upstream("evaluate-ranker") == {"train-ranker", "engineer-features", "prepare-data"}
     assert upstream("export-serving-model") == {"engineer-features", "train-ranker", "prepare-data"}

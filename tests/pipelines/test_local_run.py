@@ -128,7 +128,8 @@ def test_runs_fail_resume_gate_and_keep_their_history(tmp_path, capsys):
     assert (runs / "latest").resolve() == first  # resumed in place
     summary = json.loads((first / "summary.json").read_text())
     timings = summary["timings_s"]
-    assert timings["prepare-data"] == timings["engineer-features"] == 0.0  # reused
+    assert timings["prepare-data"] == timings["embed-content"] == 0.0  # reused
+    assert timings["engineer-features"] == 0.0
     assert timings["train-ranker"] > 0
     assert summary["blessed"] is True
     assert summary["serving"]["infra_blessed"] is False
