@@ -66,10 +66,23 @@ def export_cpu_repository(
 
     The whole repository appears at once or not at all.
     """
+    from rankflow.core.content import ENCODER_DIR, MANIFEST_KEY, content_fields, open_content
+    from rankflow.core.integrity import MANIFEST, verify
+    from rankflow.core.text import MODEL_ID, EncoderFiles
     from serving.scorer import RankerScorer
 
+    fields = content_fields(spec) if spec.text_columns else None
+    content = None
+    if fields is not None:
+        if config.content_table is None:
+            raise ExportError(
+                f"text inputs {list(spec.text_columns)} need the content step's table: pass "
+                "ExportConfig(content_table=...)"
+            )
+        verify(config.content_table)
+        content = open_content(config.content_table, fields)
     # Loading both here proves the artifacts work before anything is published.
-    scorer = RankerScorer(workflow_dir, model_dir, targets=spec.label_columns)
+    scorer = RankerScorer(workflow_dir, model_dir, targets=spec.label_columns, content=content)
     contract = EndpointContract.build(
         config.model_name,
         scorer.input_dtypes,
@@ -87,9 +100,18 @@ def export_cpu_repository(
         shutil.copyfile(Path(__file__).with_name("python_model.py"), version / "model.py")
         if config.drift_reference is not None:
             config.drift_reference.save(version)
-        write_manifest(
-            version, contract, layout="python", drop=spec.label_columns, **config.manifest_fields()
-        )
+        extra = dict(config.manifest_fields())
+        if content is not None and config.content_table is not None:
+            # The version seals its own copy (the step's seal file stays behind).
+            shutil.copytree(
+                config.content_table,
+                version / "content",
+                ignore=shutil.ignore_patterns(MANIFEST),
+            )
+            if content.table is not None and content.table.model_id == MODEL_ID:
+                EncoderFiles.installed().copy_to(version / "content" / ENCODER_DIR)
+            extra[MANIFEST_KEY] = fields
+        write_manifest(version, contract, layout="python", drop=spec.label_columns, **extra)
         write_config(model / "config.pbtxt", cpu_model_config(contract, config))
         seal_versions(scratch)
     logger.info("exported %s v%d to %s", config.model_name, config.version, repository)
@@ -116,14 +138,13 @@ def export_repository(
     """Export the ``flavour`` (one of ``FLAVOURS``) of the endpoint; see the module docstring."""
     if flavour not in EXPORTERS:
         raise ConfigError(f"unknown serving flavour {flavour!r}: choose one of {list(FLAVOURS)}")
-    # Refused before anything is written, instead of a repository that can't take them: text
-    # is not embedded online yet, and the gpu ensemble has no step that unpads lists.
-    unserved = [*spec.text_columns] + (list(spec.list_names) if flavour == "gpu" else [])
+    # Refused before anything is written, instead of a repository that can't take them: the
+    # gpu ensemble has no step that unpads lists or embeds text yet.
+    unserved = [*spec.text_columns, *spec.list_names] if flavour == "gpu" else []
     if unserved:
         raise ExportError(
-            f"inputs {unserved} can't be served by this release's {flavour} endpoint yet; "
-            "train and evaluate with them, export a spec without them"
-            + (" (the cpu flavour serves lists)" if flavour == "gpu" and spec.list_names else "")
+            f"inputs {unserved} can't be served by this release's gpu endpoint yet; the cpu "
+            "flavour serves them (serving_flavour=cpu)"
         )
     return EXPORTERS[flavour](
         spec, workflow_dir=workflow_dir, model_dir=model_dir, repository=repository, config=config

@@ -14,27 +14,33 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from rankflow.core.errors import ScoringError
-from serving.scorer import RankerScorer
+from serving.scorer import version_scorer
 
 #: A categorical value longer than this is not a category (a pasted document, an attack).
 MAX_VALUE_BYTES = 4096
+#: The same for a text input (an ad's copy, a query): the model reads its first 256 tokens, a
+#: few KB; past this a request is refused rather than tokenised.
+MAX_TEXT_BYTES = 65_536
 #: Seconds between pushes of the drift counts to Triton's metrics (``drift_flush_s`` in
 #: ``rankflow.json`` overrides it).
 DRIFT_FLUSH_S = 1.0
 
 
-def _column(name: str, values: np.ndarray, *, keep_shape: bool = False) -> np.ndarray:
+def _column(
+    name: str, values: np.ndarray, *, keep_shape: bool = False, text: bool = False
+) -> np.ndarray:
     shape = values.shape
     values = values.reshape(-1)
     if values.dtype.kind not in ("O", "S"):
         return values.reshape(shape) if keep_shape else values
     # Triton hands BYTES tensors over as bytes objects.
     sizes = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
-    if len(sizes) and sizes.max() > MAX_VALUE_BYTES:
+    limit = MAX_TEXT_BYTES if text else MAX_VALUE_BYTES
+    if len(sizes) and sizes.max() > limit:
         row = int(sizes.argmax())
         raise ScoringError(
             f"input '{name}' row {row}: a {sizes[row]:,}-byte value (at most "
-            f"{MAX_VALUE_BYTES:,} bytes per categorical value)"
+            f"{limit:,} bytes per {'text' if text else 'categorical'} value)"
         )
     try:
         decoded = np.array(
@@ -138,9 +144,7 @@ class TritonPythonModel:
         meta = json.loads((version_dir / "rankflow.json").read_text())
         self.tasks = meta["tasks"]
         # "drop": the raw label columns (0.2+); before, the task names were the target columns.
-        self.scorer = RankerScorer(
-            version_dir / "workflow", version_dir / "ranker", targets=meta.get("drop", self.tasks)
-        )
+        self.scorer = version_scorer(version_dir, meta, targets=meta.get("drop", self.tasks))
         self.drift = _DriftCounters.start(
             version_dir,
             args["model_name"],
@@ -156,6 +160,8 @@ class TritonPythonModel:
         from rankflow.core.contract import LENGTH_SUFFIX
 
         lists = getattr(self.scorer, "lists", ())
+        content = getattr(self.scorer, "content", None)
+        texts = set(content.columns) if content is not None else set()
         names = [*self.scorer.input_dtypes, *(name + LENGTH_SUFFIX for name in lists)]
         columns = {}
         for name in names:
@@ -163,7 +169,9 @@ class TritonPythonModel:
             if tensor is None:
                 raise ScoringError(f"missing input '{name}'")
             # A list arrives [rows, width] (padded) beside its [rows, 1] lengths.
-            columns[name] = _column(name, tensor.as_numpy(), keep_shape=name in lists)
+            columns[name] = _column(
+                name, tensor.as_numpy(), keep_shape=name in lists, text=name in texts
+            )
         return self.scorer.prepare(columns)
 
     def _response(self, scores: dict, start: int, stop: int):

@@ -28,6 +28,9 @@ class ExportConfig:
     #: How often the endpoint pushes its drift counts to Triton's metrics (each push is a round
     #: trip to the server process; 0 pushes after every request).
     drift_flush_s: float = 1.0
+    #: The content step's table (embed-content's output): needed when the spec has text
+    #: columns; the version carries a copy, and the encoder's files, to embed what it lacks.
+    content_table: Path | None = None
 
     def manifest_fields(self) -> dict[str, Any]:
         """What this export adds to every version's ``rankflow.json``."""

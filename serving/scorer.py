@@ -253,3 +253,15 @@ def _unpad(name: str, padded: np.ndarray, lengths: np.ndarray | None) -> Ragged:
     keep = np.arange(width)[None, :] < lengths[:, None]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     return Ragged(padded[keep], offsets)
+
+
+def version_scorer(version_dir: Path, manifest: Mapping, *, targets: Sequence[str]) -> RankerScorer:
+    """The scorer of an exported version (its ``rankflow.json`` as ``manifest``): its workflow,
+    its ranker and, when it takes text, its own content table and encoder files."""
+    from rankflow.core.content import MANIFEST_KEY, open_content
+
+    fields = manifest.get(MANIFEST_KEY)
+    content = open_content(version_dir / "content", fields) if fields else None
+    return RankerScorer(
+        version_dir / "workflow", version_dir / "ranker", targets=targets, content=content
+    )

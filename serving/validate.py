@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankflow.core.errors import ClientError, DataValidationError, TritonError
+from rankflow.core.errors import ClientError, DataValidationError, MissingArtifactError, TritonError
 from rankflow.core.spec import DatasetSpec
 
 logger = logging.getLogger(__name__)
@@ -49,8 +49,11 @@ def infra_validate(
     model_dir: Path,
     rows: pd.DataFrame,
     config: InfraValidationConfig,
+    content_table: Path | None = None,
 ) -> InfraReport:
-    """Blessed only when the server loads the model and every task's online scores match."""
+    """Blessed only when the server loads the model and every task's online scores match.
+    With text inputs, ``content_table`` (the content step's) gives the offline side its vectors:
+    looked up for known items, embedded from the row for the others and for queries."""
     from serving.client import ClientConfig, RankflowClient
     from serving.scorer import RankerScorer
     from serving.triton import TritonConfig, TritonServer
@@ -65,7 +68,16 @@ def infra_validate(
         # Triton's python stub spends seconds importing TensorFlow and NVTabular and loading the
         # model: score the reference rows in this process meanwhile.
         server.start(wait=False)
-        offline = RankerScorer(workflow_dir, model_dir, targets=spec.label_columns).score(rows)
+        content = None
+        if spec.text_columns:
+            from rankflow.core.content import content_fields, open_content
+
+            if content_table is None:
+                raise MissingArtifactError("text inputs need the content step's table")
+            content = open_content(content_table, content_fields(spec))
+        offline = RankerScorer(
+            workflow_dir, model_dir, targets=spec.label_columns, content=content
+        ).score(rows)
         server.wait_ready()
         client = RankflowClient(
             ClientConfig(

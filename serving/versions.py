@@ -27,12 +27,12 @@ Scores = dict[str, np.ndarray]
 
 
 def _in_process(store: ModelStore, endpoint: str, version: int, rows: pd.DataFrame) -> Scores:
-    from serving.scorer import RankerScorer
+    from serving.scorer import version_scorer
 
     manifest = store.manifest(endpoint, version)
     directory = store.root / endpoint / str(version)
     drop = manifest.drop if manifest.drop is not None else manifest.contract.tasks
-    scorer = RankerScorer(directory / "workflow", directory / "ranker", targets=drop)
+    scorer = version_scorer(directory, manifest.extra, targets=drop)
     parts = [scorer.score(rows.iloc[i : i + CHUNK_ROWS]) for i in range(0, len(rows), CHUNK_ROWS)]
     return {t: np.concatenate([p[t] for p in parts]) for t in manifest.contract.tasks}
 

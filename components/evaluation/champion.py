@@ -302,9 +302,12 @@ def comparison_report(comparison: ChampionComparison) -> str:
     return "\n".join(lines) + "\n"
 
 
-def candidate_scorer(spec: DatasetSpec, workflow_dir: Path, model_dir: Path):
-    """The candidate as it will serve: its fitted workflow and ranker on raw rows, chunked.
-    Loaded at the first call: with no champion, nothing is scored."""
+def candidate_scorer(
+    spec: DatasetSpec, workflow_dir: Path, model_dir: Path, content_table: Path | None = None
+):
+    """The candidate as it will serve: its fitted workflow and ranker (and, with text inputs,
+    the content step's table) on raw rows, chunked. Loaded at the first call: with no
+    champion, nothing is scored."""
     from serving.scorer import RankerScorer
     from serving.versions import CHUNK_ROWS
 
@@ -312,7 +315,16 @@ def candidate_scorer(spec: DatasetSpec, workflow_dir: Path, model_dir: Path):
 
     def score(rows) -> Scores:  # rows: pandas.DataFrame
         if not loaded:
-            loaded.append(RankerScorer(workflow_dir, model_dir, targets=spec.label_columns))
+            content = None
+            if spec.text_columns:
+                from rankflow.core.content import content_fields, open_content
+
+                if content_table is None:
+                    raise MissingArtifactError("text inputs need the content step's table")
+                content = open_content(content_table, content_fields(spec))
+            loaded.append(
+                RankerScorer(workflow_dir, model_dir, targets=spec.label_columns, content=content)
+            )
         scorer = loaded[0]
         parts = [
             scorer.score(rows.iloc[i : i + CHUNK_ROWS]) for i in range(0, len(rows), CHUNK_ROWS)

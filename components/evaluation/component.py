@@ -83,6 +83,7 @@ def compare_with_champion(
     ranker: Input[Model],
     test_data: Input[Dataset],
     dataset_spec: Input[Artifact],
+    content_table: Input[Model],
     comparison: Output[Artifact],
     comparison_report: Output[Markdown],
     gates: str,
@@ -114,7 +115,9 @@ def compare_with_champion(
         spec = DatasetSpec.load(checked(dataset_spec))
         result = run(
             spec,
-            candidate=candidate_scorer(spec, checked(nvt_workflow), checked(ranker)),
+            candidate=candidate_scorer(
+                spec, checked(nvt_workflow), checked(ranker), checked(content_table)
+            ),
             raw_test=checked(test_data),
             model_store=model_store,
             endpoint=model_name,

@@ -13,6 +13,7 @@ def export_serving_model(
     dataset_spec: Input[Artifact],
     train_data: Input[Dataset],
     valid_data: Input[Dataset],
+    content_table: Input[Model],
     serving_model: Output[Model],
     model_name: str,
     max_batch_size: int,
@@ -24,7 +25,8 @@ def export_serving_model(
     backend ensemble; a Triton with the TensorFlow backend, as in the NGC Merlin image). Every
     version records the time window of ``train_data`` and ``valid_data`` (what the model was
     fitted on), so a later candidate is never judged against it on those rows, and the
-    training inputs' profiles (``drift.json``), which served traffic is compared with.
+    training inputs' profiles (``drift.json``), which served traffic is compared with. With
+    text inputs the version carries ``content_table`` (embed-content's) and the encoder's files.
     """
     from rankflow.core.steps import reporting
 
@@ -50,6 +52,7 @@ def export_serving_model(
                 max_batch_size=max_batch_size,
                 training_window=window,
                 drift_reference=reference,
+                content_table=checked(content_table) if spec.text_columns else None,
             ),
             flavour=flavour,
         )

@@ -15,6 +15,7 @@ def validate_on_triton(
     ranker: Input[Model],
     test_data: Input[Dataset],
     dataset_spec: Input[Artifact],
+    content_table: Input[Model],
     infra_metrics: Output[Metrics],
     infra_report: Output[Artifact],
     model_name: str,
@@ -43,6 +44,7 @@ def validate_on_triton(
             model_name=model_name,
             workflow_dir=checked(nvt_workflow),
             model_dir=checked(ranker),
+            content_table=checked(content_table),
             rows=ds.dataset(str(checked(test_data)), format="parquet").head(rows).to_pandas(),
             config=InfraValidationConfig(rows=rows, batch_size=batch_size, tolerance=tolerance),
         )

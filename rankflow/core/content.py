@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,7 +111,8 @@ class ContentFeatures:
         return self.item_text + self.context_text
 
     def vectors(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = len(next(iter(columns.values())))
+        # A text column is one value a row (a list column would be values + offsets).
+        rows = len(columns[self.columns[0]])
         out: dict[str, np.ndarray] = {}
         known = np.full(rows, -1, dtype=np.int64)
         if self.table is not None and self.item_id is not None and self.item_text:
@@ -169,7 +171,12 @@ def _base_encoder(directory: Path, table: ContentTable) -> object:
             f"content table at {directory} was made by {table.model_id!r}; this build embeds "
             f"with {MODEL_ID!r}: rerun the content step"
         )
-    files = EncoderFiles.installed()
+    bundled = directory / ENCODER_DIR
+    files = (
+        EncoderFiles.bundled(bundled)
+        if (bundled / "model.onnx").is_file()
+        else EncoderFiles.installed()
+    )
     if files.sha256 != table.model_sha256:
         raise MissingArtifactError(
             f"content table at {directory} was embedded by another {MODEL_ID} file "
@@ -177,3 +184,32 @@ def _base_encoder(directory: Path, table: ContentTable) -> object:
             "content step"
         )
     return TextEncoder(files)
+
+
+#: Where an exported version keeps the language model's files beside its content table, so it
+#: embeds with the very bytes it was trained with wherever it is served.
+ENCODER_DIR = "encoder"
+#: The version manifest's key naming the text columns (see :func:`open_content`).
+MANIFEST_KEY = "content"
+
+
+def content_fields(spec: Any) -> dict[str, Any]:  # spec: rankflow.core.spec.DatasetSpec
+    """What a version's manifest records for :func:`open_content`."""
+    return {
+        "item_id": spec.item_id,
+        "item_text": list(spec.item_text),
+        "context_text": list(spec.context_text),
+    }
+
+
+def open_content(directory: Path, fields: Mapping[str, Any]) -> ContentFeatures:
+    """The content features of the table at ``directory`` for the columns ``fields`` names
+    (:func:`content_fields`): the table, its encoder, and the text columns a request carries."""
+    table = ContentTable.load(directory)
+    return ContentFeatures(
+        table,
+        table_encoder(directory, table),
+        item_id=fields["item_id"],
+        item_text=fields["item_text"],
+        context_text=fields["context_text"],
+    )

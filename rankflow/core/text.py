@@ -69,6 +69,19 @@ class EncoderFiles:
         files.verify()
         return files
 
+    @classmethod
+    def bundled(cls, directory: Path) -> EncoderFiles:
+        """The copies an exported version carries (``model.onnx``, ``tokenizer.json``)."""
+        model = directory / "model.onnx"
+        return cls(model, directory / "tokenizer.json", file_sha256(model))
+
+    def copy_to(self, directory: Path) -> None:
+        import shutil
+
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.model, directory / "model.onnx")
+        shutil.copyfile(self.tokenizer, directory / "tokenizer.json")
+
     def verify(self) -> None:
         for path in (self.model, self.tokenizer):
             if not path.is_file():

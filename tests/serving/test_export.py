@@ -123,13 +123,13 @@ def test_scores_follow_the_raw_dtype_contract(scorer):
         scorer.score(frame)
 
 
-def test_a_spec_with_lists_or_text_is_refused_before_anything_is_written(
+def test_text_without_its_content_table_is_refused_before_anything_is_written(
     features, trained, tmp_path
 ):
     from components.data.synthetic import synthetic_spec
     from rankflow.core.errors import ExportError
 
-    with pytest.raises(ExportError, match=r"inputs \[.ad_title., .query.\] can.t be served"):
+    with pytest.raises(ExportError, match=r"text inputs \[.ad_title., .query.\] need the content"):
         export_repository(
             synthetic_spec(content=True),
             workflow_dir=features["workflow"],
@@ -137,5 +137,23 @@ def test_a_spec_with_lists_or_text_is_refused_before_anything_is_written(
             repository=tmp_path / "repo",
             config=ExportConfig(),
             flavour="cpu",
+        )
+    assert not (tmp_path / "repo").exists()
+
+
+def test_the_gpu_flavour_refuses_lists_and_text_before_anything_is_written(
+    features, trained, tmp_path
+):
+    from components.data.synthetic import synthetic_spec
+    from rankflow.core.errors import ExportError
+
+    with pytest.raises(ExportError, match=r"\[.ad_title., .query., .recent_ads., .recent_categ"):
+        export_repository(
+            synthetic_spec(content=True),
+            workflow_dir=features["workflow"],
+            model_dir=trained,
+            repository=tmp_path / "repo",
+            config=ExportConfig(),
+            flavour="gpu",
         )
     assert not (tmp_path / "repo").exists()
