@@ -60,6 +60,7 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
         spec_path: str = "",
         data_snapshot: str = "",
         synthetic_rows: int = SyntheticConfig.rows,
+        synthetic_content: bool = SyntheticConfig.content,
         seed: int = SyntheticConfig.seed,
         valid_fraction: float = SplitConfig.valid_fraction,
         test_fraction: float = SplitConfig.test_fraction,
@@ -98,6 +99,8 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
                 an object version) that the data step's cache is keyed on; empty: a
                 fingerprint of the source's files (sizes, mtimes, sampled hashes) instead.
             synthetic_rows: Rows of the synthetic log (ignored for your own data).
+            synthetic_content: The synthetic log with user histories, ad keywords, ad titles,
+                search queries and ads new in the test period (ignored for your own data).
             seed: Seed of the generator and of training.
             valid_fraction: Latest-but-one slice of time held out for validation.
             test_fraction: Latest slice of time held out for the test metrics.
@@ -154,6 +157,7 @@ def build_pipeline(profile: ClusterProfile) -> GraphComponent:
             spec_path=spec_path,
             data_fingerprint=fingerprint.output,
             synthetic_rows=synthetic_rows,
+            synthetic_content=synthetic_content,
             seed=seed,
             valid_fraction=valid_fraction,
             test_fraction=test_fraction,

@@ -27,6 +27,7 @@ def prepare_data(
     data_source: str,
     spec_path: str,
     synthetic_rows: int,
+    synthetic_content: bool,
     seed: int,
     valid_fraction: float,
     test_fraction: float,
@@ -52,7 +53,7 @@ def prepare_data(
             data_source,
             # KFP parameters can't be None on every backend: "" in the UI means "no spec".
             spec_path=spec_path or None,
-            synthetic=SyntheticConfig(rows=synthetic_rows, seed=seed),
+            synthetic=SyntheticConfig(rows=synthetic_rows, seed=seed, content=synthetic_content),
             split=SplitConfig(valid_fraction=valid_fraction, test_fraction=test_fraction),
             outputs={
                 "train": Path(train_data.path),

@@ -20,7 +20,18 @@ from rankflow.core.errors import DeployError
 from rankflow.core.window import TimeWindow
 
 
-def test_export_then_validate_on_triton(artifact, prepared, features, trained):
+def test_export_then_validate_on_triton(artifact, prepared, features, trained, tmp_path):
+    from components.content.embed import ContentConfig, embed_or_empty
+    from rankflow.core.spec import DatasetSpec
+
+    # This spec names no text: embed-content hands every step an empty table.
+    embed_or_empty(
+        DatasetSpec.load(prepared["spec"]),
+        prepared["train"],
+        tmp_path / "content",
+        config=ContentConfig(),
+    )
+    content = artifact(dsl.Model, "content_table", tmp_path / "content")
     workflow = artifact(dsl.Model, "nvt_workflow", features["workflow"])
     ranker = artifact(dsl.Model, "ranker", trained)
     spec = artifact(dsl.Artifact, "dataset_spec", prepared["spec"])
@@ -31,6 +42,7 @@ def test_export_then_validate_on_triton(artifact, prepared, features, trained):
         dataset_spec=spec,
         train_data=artifact(dsl.Dataset, "train_data", prepared["train"]),
         valid_data=artifact(dsl.Dataset, "valid_data", prepared["valid"]),
+        content_table=content,
         serving_model=serving_model,
         model_name="rankflow",
         max_batch_size=256,
@@ -62,6 +74,7 @@ def test_export_then_validate_on_triton(artifact, prepared, features, trained):
         ranker=ranker,
         test_data=artifact(dsl.Dataset, "test_data", prepared["test"]),
         dataset_spec=spec,
+        content_table=content,
         infra_metrics=metrics,
         infra_report=report,
         model_name="rankflow",
@@ -84,6 +97,7 @@ def test_export_then_validate_on_triton(artifact, prepared, features, trained):
             ranker=ranker,
             test_data=artifact(dsl.Dataset, "test_data", prepared["test"]),
             dataset_spec=spec,
+            content_table=content,
             comparison=comparison,
             comparison_report=artifact(dsl.Markdown, f"comparison-report-{expected}"),
             gates="{}",

@@ -23,6 +23,7 @@ def data_only(data_source: str, spec_path: str, data_snapshot: str) -> dsl.Metri
         data_source=data_source,
         spec_path=spec_path,
         synthetic_rows=1_000,  # unused: the log is not synthetic
+        synthetic_content=False,
         seed=0,
         valid_fraction=0.1,
         test_fraction=0.1,

@@ -71,17 +71,24 @@ def test_dag_edges():
         "train-ranker",
         "engineer-features",
         "prepare-data",
+        "embed-content",
     }
     assert upstream("embed-content") == {"prepare-data"}  # the train split and the spec
     assert upstream("engineer-features") == {"prepare-data", "embed-content"}
     assert upstream("train-ranker") == {"engineer-features", "prepare-data"}  # + the spec
     assert upstream("evaluate-ranker") == {"train-ranker", "engineer-features", "prepare-data"}
-    assert upstream("export-serving-model") == {"engineer-features", "train-ranker", "prepare-data"}
+    assert upstream("export-serving-model") == {
+        "engineer-features",
+        "train-ranker",
+        "prepare-data",
+        "embed-content",
+    }
     assert upstream("validate-on-triton") == {
         "export-serving-model",
         "engineer-features",
         "train-ranker",
         "prepare-data",
+        "embed-content",
     }
     assert tasks["evaluate-ranker"]["inputs"]["artifacts"]["ranker"]["taskOutputArtifact"] == {
         "producerTask": "train-ranker",
