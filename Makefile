@@ -21,7 +21,7 @@ KEEP ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup run runs test test-fast compile compile-check submit publish schedule serve query rollback drift manifests bench bench-quick bench-real audit lint format lock clean
+.PHONY: help setup run runs test test-fast compile compile-check submit publish schedule serve query rollback drift manifests bench bench-quick bench-real bench-cold audit lint format lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -97,6 +97,9 @@ bench-quick: $(STAMP) ## Smoke benchmarks (a few minutes) into build/bench/
 
 bench-real: $(STAMP) ## Default pipeline vs a tuned LightGBM on three public logs (~20 min): bench/real_logs.{json,md}, BENCHMARKS.md
 	$(PY) -m bench.real $(ARGS)
+
+bench-cold: $(STAMP) ## Cold-start AUC with the language model, bag-of-words, lists only, no content (~45 min at 400k rows)
+	$(PY) -m bench.cold_start $(ARGS)
 
 lint: $(STAMP) ## ruff lint + format check, mypy, the layer contract (import-linter), top-level names
 	$(VENV)/bin/ruff check .
