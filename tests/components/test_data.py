@@ -557,15 +557,54 @@ CONTENT = SyntheticConfig(rows=60_000, seed=5, chunk_rows=30_000, content=True)
 
 
 def test_content_columns_leave_the_other_columns_as_they_were():
-    """Content comes from streams of its own: without it the log is unchanged, and with it only
-    the rows that show a cold ad differ."""
+    """Content comes from streams of its own: without it the log is unchanged, and with it the
+    rows that don't show a cold ad keep every feature. Their outcomes move: an ad's topic,
+    which its words tell, is part of its latent vector."""
     plain = _log(SyntheticConfig(rows=60_000, seed=5, chunk_rows=30_000))
     rich = _log(CONTENT)
     pd.testing.assert_frame_equal(_log(CONTENT), rich)
     assert not {"recent_ads", "ad_title", "query"} & set(plain.columns)
     warm = rich["ad_id"] < CONTENT.ads
     assert 0 < (~warm).sum() < 0.05 * len(rich)
-    pd.testing.assert_frame_equal(plain[warm.to_numpy()], rich.loc[warm, plain.columns])
+    outcomes = [
+        "click",
+        "conversion",
+        "long_view",
+        "dwell_seconds",
+        "p_click",
+        "p_conversion",
+        "p_long_view",
+        "dwell_expected",
+    ]
+    features = [c for c in plain.columns if c not in outcomes]
+    pd.testing.assert_frame_equal(plain.loc[warm.to_numpy(), features], rich.loc[warm, features])
+    assert not np.allclose(plain.loc[warm.to_numpy(), "p_click"], rich.loc[warm, "p_click"])
+
+
+def test_an_ads_topic_shows_in_its_words_and_moves_its_clicks():
+    """What only the text tells: most of an ad's title words come from its topic, and for the
+    same users and ad category, ads of different topics click differently -- more so than the
+    same rows without content, where topics don't exist."""
+    from components.data.synthetic import TOPICS
+
+    rich = _log(CONTENT)
+    plain = _log(SyntheticConfig(rows=60_000, seed=5, chunk_rows=30_000))
+    words = {w: t for t, topic in enumerate(TOPICS) for w in topic}
+
+    def counts(title: str) -> np.ndarray:
+        return np.bincount([words[w] for w in title.split()], minlength=len(TOPICS))
+
+    titles = rich.drop_duplicates("ad_id")["ad_title"]
+    assert np.mean([counts(t).max() / counts(t).sum() for t in titles]) >= 0.5
+    warm = (rich["ad_id"] < CONTENT.ads).to_numpy()
+    topic = rich.loc[warm, "ad_title"].map(lambda t: int(counts(t).argmax())).to_numpy()
+
+    def spread(log: pd.DataFrame) -> float:
+        rows = log[warm].assign(topic=topic)
+        means = rows.groupby(["user_interest", "ad_category", "topic"])["p_click"].mean()
+        return float(means.groupby(level=[0, 1]).std().dropna().median())
+
+    assert spread(rich) > 1.5 * spread(plain)
 
 
 def test_cold_ads_appear_only_late_and_histories_hold_earlier_ads():
