@@ -99,6 +99,9 @@ class SyntheticConfig:
     cold_share: float = 0.2
     #: The last share of the time range in which cold ads appear (the default test split).
     cold_period: float = 0.1
+    #: How much an ad's topic (what its words tell) moves its latent vector; 0 leaves every
+    #: outcome as in the world without content.
+    topic_weight: float = TOPIC_WEIGHT
 
     def __post_init__(self) -> None:
         if self.rows < 1:
@@ -110,6 +113,8 @@ class SyntheticConfig:
         for name in ("cold_share", "cold_period"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.topic_weight < 0:
+            raise ConfigError(f"topic_weight must be >= 0, got {self.topic_weight}")
         if not -10.0 <= self.click_intercept <= 10.0:
             raise ConfigError(
                 f"click_intercept must be within [-10, 10] (a logit), got {self.click_intercept}"
@@ -283,7 +288,7 @@ def _with_content(world: _World, config: SyntheticConfig) -> _World:
     topics = rng.normal(0.0, 1.0, (len(TOPICS), LATENT_DIM))
     warm = len(world.ad_weights)
     ad_topic = rng.integers(0, len(TOPICS), warm)
-    topic_part = TOPIC_WEIGHT / np.sqrt(LATENT_DIM * 3) * topics
+    topic_part = config.topic_weight / np.sqrt(LATENT_DIM * 3) * topics
     world = replace(world, ad_latent=world.ad_latent + topic_part[ad_topic])
     cold = config.cold_ads
     if cold:

@@ -52,7 +52,7 @@ slices: [surface]
 #: small).
 #: Its content columns come without cold ads: every other column is as it was without content.
 OWN_WORLD = SyntheticConfig(
-    rows=20_000, seed=21, click_intercept=-2.9, content=True, cold_share=0.0
+    rows=20_000, seed=21, click_intercept=-2.9, content=True, cold_share=0.0, topic_weight=0.0
 )
 
 
