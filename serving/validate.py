@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankflow.core.errors import ClientError, DataValidationError, MissingArtifactError, TritonError
+from rankflow.core.errors import ClientError, DataValidationError, TritonError
 from rankflow.core.spec import DatasetSpec
 
 logger = logging.getLogger(__name__)
@@ -68,13 +68,9 @@ def infra_validate(
         # Triton's python stub spends seconds importing TensorFlow and NVTabular and loading the
         # model: score the reference rows in this process meanwhile.
         server.start(wait=False)
-        content = None
-        if spec.text_columns:
-            from rankflow.core.content import content_fields, open_content
+        from rankflow.core.content import spec_content
 
-            if content_table is None:
-                raise MissingArtifactError("text inputs need the content step's table")
-            content = open_content(content_table, content_fields(spec))
+        content = spec_content(spec, content_table)
         offline = RankerScorer(
             workflow_dir, model_dir, targets=spec.label_columns, content=content
         ).score(rows)

@@ -163,14 +163,7 @@ def embed_content(
                     cache.vectors[cache.key(str(values[i]))] = out[i]
                 cache.added += len(todo)
         vectors[column] = out
-    projection = _projection(vectors, config)
-    if projection is not None:
-        vectors = {c: projection.project(v) for c, v in vectors.items()}
-    table = ContentTable(str(spec.item_id), ids, vectors, MODEL_ID, files.sha256)
-    with atomic_dir(out_dir) as scratch:
-        table.save(scratch)
-        if projection is not None:
-            projection.save(scratch)
+    table = _seal(spec, ids, vectors, config, out_dir, model=(MODEL_ID, files.sha256))
     if cache is not None:
         cache.save()
     stats = ContentStats(len(ids), sum(len(v) for v in texts.values()), embedded, cached)
@@ -178,10 +171,30 @@ def embed_content(
     return table, stats
 
 
-def _projection(vectors: dict[str, np.ndarray], config: ContentConfig) -> Projected | None:
-    if config.dimension is None:
-        return None
-    return Projected.fit(None, np.concatenate(list(vectors.values())), config.dimension)
+def _seal(
+    spec: DatasetSpec,
+    ids: np.ndarray,
+    vectors: dict[str, np.ndarray],
+    config: ContentConfig,
+    out_dir: Path,
+    *,
+    model: tuple[str, str],
+    fitted: HashedTfidf | None = None,
+) -> ContentTable:
+    """Project the vectors (unless ``config.dimension`` is None) and write the sealed table
+    with what embeds its missing texts later: the projection, a fitted encoder."""
+    projection = None
+    if config.dimension is not None:
+        stacked = np.concatenate(list(vectors.values()))
+        projection = Projected.fit(None, stacked, config.dimension)
+        vectors = {c: projection.project(v) for c, v in vectors.items()}
+    table = ContentTable(str(spec.item_id), ids, vectors, *model)
+    with atomic_dir(out_dir) as scratch:
+        table.save(scratch)
+        for part in (fitted, projection):
+            if part is not None:
+                part.save(scratch)
+    return table
 
 
 def _embed_tfidf(
@@ -194,15 +207,9 @@ def _embed_tfidf(
     """The bag-of-words table: IDF fitted on every item text, saved beside the vectors."""
     encoder = HashedTfidf.fit([t for values in texts.values() for t in values])
     vectors = {column: encoder.embed(values) for column, values in texts.items()}
-    projection = _projection(vectors, config)
-    if projection is not None:
-        vectors = {c: projection.project(v) for c, v in vectors.items()}
-    table = ContentTable(str(spec.item_id), ids, vectors, TFIDF_ID, encoder.sha256)
-    with atomic_dir(out_dir) as scratch:
-        table.save(scratch)
-        encoder.save(scratch)
-        if projection is not None:
-            projection.save(scratch)
+    table = _seal(
+        spec, ids, vectors, config, out_dir, model=(TFIDF_ID, encoder.sha256), fitted=encoder
+    )
     total = sum(len(v) for v in texts.values())
     stats = ContentStats(len(ids), total, total, 0)
     logger.info("content table (hashed TF-IDF): %s", stats)

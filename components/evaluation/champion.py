@@ -315,13 +315,9 @@ def candidate_scorer(
 
     def score(rows) -> Scores:  # rows: pandas.DataFrame
         if not loaded:
-            content = None
-            if spec.text_columns:
-                from rankflow.core.content import content_fields, open_content
+            from rankflow.core.content import spec_content
 
-                if content_table is None:
-                    raise MissingArtifactError("text inputs need the content step's table")
-                content = open_content(content_table, content_fields(spec))
+            content = spec_content(spec, content_table)
             loaded.append(
                 RankerScorer(workflow_dir, model_dir, targets=spec.label_columns, content=content)
             )

@@ -320,22 +320,22 @@ def run_feature_engineering(
 
 
 def content_features(spec: DatasetSpec, content: Path | None):  # -> ContentFeatures
-    from rankflow.core.content import ContentFeatures, ContentTable, table_encoder
+    """The vectors of ``spec``'s text columns: the content step's table at ``content`` (sealed)
+    and its encoder; with context text only and no table, the language model alone."""
+    from rankflow.core.content import ContentFeatures, content_fields, open_content
     from rankflow.core.integrity import verify
     from rankflow.core.text import EncoderFiles, TextEncoder
 
-    if spec.item_text and content is None:
+    if content is not None:
+        verify(content)
+        return open_content(content, content_fields(spec))
+    if spec.item_text:
         raise MissingArtifactError(
             f"item text {list(spec.item_text)} needs the content step's table (content=...)"
         )
-    table, encoder = None, None
-    if content is not None:
-        verify(content)
-        table = ContentTable.load(content)
-        encoder = table_encoder(content, table)
     return ContentFeatures(
-        table,
-        encoder if encoder is not None else TextEncoder(EncoderFiles.installed()),
+        None,
+        TextEncoder(EncoderFiles.installed()),
         item_id=spec.item_id,
         item_text=spec.item_text,
         context_text=spec.context_text,

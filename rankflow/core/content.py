@@ -213,3 +213,15 @@ def open_content(directory: Path, fields: Mapping[str, Any]) -> ContentFeatures:
         item_text=fields["item_text"],
         context_text=fields["context_text"],
     )
+
+
+def spec_content(spec: Any, directory: Path | None) -> ContentFeatures | None:
+    """:func:`open_content` of the content step's table at ``directory`` for ``spec``'s text
+    columns; None when the spec has none."""
+    if not spec.text_columns:
+        return None
+    if directory is None:
+        raise MissingArtifactError(
+            f"text inputs {list(spec.text_columns)} need the content step's table"
+        )
+    return open_content(directory, content_fields(spec))
