@@ -254,7 +254,8 @@ def render_markdown(payload: dict[str, Any], plots: dict[str, Path], base: Path 
     if training:
         lines += ["", "## Training: the default ranker", ""]
         lines += [
-            f"Examples/s of `build_ranker(RankerConfig())` trained through the Merlin dataloader "
+            f"Examples/s of `build_ranker(RankerConfig())` trained through `split_loader` (as "
+            "`train_ranker` is: the split's arrays in memory on the CPU, `mm.Loader` on the GPU) "
             f"on the processed train split of a {training['rows']:,}-row log, against the same "
             "model fed the same rows from in-memory `tf.data` tensors (the compute floor). "
             f"Target: ≤ {TRAINING_FLOOR_MAX:g}× the floor.",
@@ -448,7 +449,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
         ax.set_ylabel("examples/s")
-        ax.set_title("Training: Merlin dataloader vs in-memory tensors")
+        ax.set_title("Training: split_loader vs in-memory tf.data tensors")
         ax.legend()
         paths["training"] = out_dir / "training.png"
         fig.tight_layout()

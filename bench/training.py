@@ -1,7 +1,8 @@
-"""Training: examples/s of the default ranker through the Merlin dataloader vs in-memory tensors.
+"""Training: examples/s of the default ranker through its dataloader vs in-memory tensors.
 
 For each batch size, two copies of the default ranker (``build_ranker(RankerConfig())``) train on
-the processed train split: one through ``mm.Loader`` as ``train_ranker`` does, one from the same
+the processed train split: one through ``split_loader`` as ``train_ranker`` does (the split's
+arrays in memory on the CPU, ``mm.Loader`` on the GPU), one from the same
 rows pre-materialised as ``tf.data`` tensors (the compute floor: no parquet, no dataloader). Each
 repeat is one ``fit`` epoch capped at ``steps`` steps; a callback stamps every batch end, and
 steps/s is measured over the batches after ``warmup`` (tracing and first-batch costs excluded).

@@ -56,6 +56,38 @@ TOPICS = (
     ("tires", "sedan", "dealership", "engine", "motorbike", "hybrid", "garage", "wheels"),
     ("novel", "course", "tutorial", "bookstore", "language", "exam", "library", "textbook"),
 )
+#: The words of ads that first appear in the test period, one for each word of TOPICS, of the
+#: same meaning: new ads come with new copy (new product lines, other writers), so a cold ad's
+#: title and keywords share no word with the train catalogue's. A bag of words fitted on that
+#: catalogue knows none of them; a language model knows what they mean (all-MiniLM-L6-v2 puts
+#: 99.7% of 3-word titles of these words nearest their own topic's train titles).
+FRESH_TOPICS = (
+    ("jogging", "trainers", "triathlon", "hiking", "footwear", "workout", "athletics", "gym"),
+    ("motel", "airfare", "seaside", "getaway", "vacation", "suitcase", "tropical", "sailing"),
+    ("takeaway", "takeout", "sandwich", "cooking", "cookware", "supper", "noodles", "chips"),
+    ("notebook", "esports", "mouse", "display", "bluetooth", "earbuds", "playstation", "adapter"),
+    ("refinance", "deposit", "lender", "coverage", "debit", "stocks", "bank", "retirement"),
+    ("gown", "coat", "apparel", "jeans", "sandals", "purse", "outfit", "shawl"),
+    ("patio", "couch", "chandelier", "cabinet", "cutlery", "mattress", "blinds", "flowers"),
+    (
+        "moisturizer",
+        "fragrance",
+        "cosmetics",
+        "conditioner",
+        "cleanser",
+        "mascara",
+        "sunscreen",
+        "spa",
+    ),
+    ("dolls", "jigsaw", "pram", "nappies", "markers", "playset", "toddler", "scooter"),
+    ("violin", "gig", "records", "keyboardist", "orchestra", "amplifier", "percussion", "songs"),
+    ("tyres", "hatchback", "showroom", "transmission", "scooters", "electric", "mechanic", "rims"),
+    ("paperback", "lecture", "webinar", "bookshop", "grammar", "quiz", "librarian", "handbook"),
+)
+#: Distinct queries of a topic: a search row's query is one of them, the popular ones more
+#: often (Zipf) -- real query logs repeat their head queries, and a language model embeds each
+#: distinct query once.
+QUERY_POOL = 64
 #: Values a user history holds at most (the spec's lists_max_length keeps the newest 20).
 HISTORY_POOL = 40
 #: Words of an ad's title and of its keyword list; of a search query.
@@ -217,6 +249,9 @@ class _World:
     ad_keywords: tuple[np.ndarray, ...] | None = None
     user_pool: np.ndarray | None = None
     topics: np.ndarray | None = None
+    #: Per topic its QUERY_POOL queries, and the cumulative share of each (by pool position).
+    queries: np.ndarray | None = None
+    query_cdf: np.ndarray | None = None
 
 
 def _zipf_weights(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
@@ -323,6 +358,17 @@ def _with_content(world: _World, config: SyntheticConfig) -> _World:
         ],
         axis=1,
     )
+    if cold:
+        title[warm:] = _FRESH_OF(title[warm:])
+        keywords[warm:] = _FRESH_OF(keywords[warm:])
+    query_topics = np.repeat(np.arange(len(TOPICS)), QUERY_POOL)
+    queries = np.concatenate(
+        [
+            _topic_words(rng, query_topics, QUERY_WORDS - 1),
+            _draw_words(rng, topics, topics[query_topics], 1),
+        ],
+        axis=1,
+    )
     n_users = len(world.user_latent)
     # A user's history pool: warm ads they engaged with, more likely the closer the ad.
     affinity = world.user_latent @ world.ad_latent[:warm].T
@@ -336,16 +382,24 @@ def _with_content(world: _World, config: SyntheticConfig) -> _World:
         ad_keywords=tuple(np.unique(row) for row in keywords),
         user_pool=pool,
         topics=topics,
+        queries=np.array([" ".join(row) for row in queries], dtype=object).reshape(
+            len(TOPICS), QUERY_POOL
+        ),
+        query_cdf=np.cumsum(_zipf_weights(rng, QUERY_POOL, 1.0)),
     )
 
 
 _WORDS = np.array([w for topic in TOPICS for w in topic], dtype=object)
+_FRESH_OF = np.vectorize(
+    dict(zip(_WORDS, (w for topic in FRESH_TOPICS for w in topic), strict=True)).__getitem__,
+    otypes=[object],
+)
 
 
-def _draw_words(
+def _draw_topics(
     rng: np.random.Generator, topics: np.ndarray, latent: np.ndarray, count: int
 ) -> np.ndarray:
-    """``count`` words per row of ``latent``: a topic near the vector, then one of its words."""
+    """``count`` topics near each row of ``latent``: ``[rows, count]``."""
     scale = np.linalg.norm(latent, axis=1, keepdims=True) + 1e-9
     logits = TOPIC_SHARPNESS * (latent / scale) @ topics.T
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -353,6 +407,14 @@ def _draw_words(
     picks = np.minimum(
         (rng.random((len(latent), count, 1)) > cdf[:, None, :]).sum(axis=2), len(TOPICS) - 1
     )
+    return picks
+
+
+def _draw_words(
+    rng: np.random.Generator, topics: np.ndarray, latent: np.ndarray, count: int
+) -> np.ndarray:
+    """``count`` words per row of ``latent``: a topic near the vector, then one of its words."""
+    picks = _draw_topics(rng, topics, latent, count)
     per_topic = len(TOPICS[0])
     return _WORDS[picks * per_topic + rng.integers(0, per_topic, picks.shape)]
 
@@ -560,8 +622,11 @@ def _content_columns(
     history = np.split(flat.astype(np.int64), bounds[1:-1])
     recent_categories = np.split(world.ad_category[flat].astype(np.int64), bounds[1:-1])
     searched = surface == SURFACES.index("search")
-    words = _draw_words(rng, world.topics, world.user_latent[users], QUERY_WORDS)
-    query = np.where(searched, [" ".join(row) for row in words], "")
+    if world.queries is None or world.query_cdf is None:
+        raise ConfigError("the synthetic world was drawn without content")
+    topic = _draw_topics(rng, world.topics, world.user_latent[users], 1)[:, 0]
+    rank = np.minimum(np.searchsorted(world.query_cdf, rng.random(n)), QUERY_POOL - 1)
+    query = np.where(searched, world.queries[topic, rank], "")
     return {
         "recent_ads": history,
         "recent_categories": recent_categories,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rankflow.core import merlin_fixes
 from rankflow.core.artifacts import atomic_dir
 from rankflow.core.device import gpu_available
 from rankflow.core.errors import ConfigError, DataValidationError, MissingArtifactError
@@ -270,6 +271,8 @@ def run_feature_engineering(
     if "train" not in splits:
         raise MissingArtifactError("feature engineering needs a 'train' split to fit on")
     cpu = not gpu_available()
+    if cpu:
+        merlin_fixes.apply()
     logger.info(
         "feature engineering on %s, %d Dask worker(s)",
         "CPU" if cpu else "GPU (cudf)",

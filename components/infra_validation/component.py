@@ -50,6 +50,8 @@ def validate_on_triton(
         )
         for task, value in report.skew_max_abs.items():
             infra_metrics.log_metric(f"{task}_skew_max_abs", value)
+        for task, value in report.skew_max_rel.items():
+            infra_metrics.log_metric(f"{task}_skew_max_rel", value)
         for name, value in report.latency_ms.items():
             infra_metrics.log_metric(f"latency_ms_{name}_batch{batch_size}", value)
         persist_metrics(infra_metrics)

@@ -642,7 +642,7 @@ def train_ranker(
     valid_labels = read_labels(valid_path, label_columns(spec))
     heads = plan_heads(spec, train_labels)
     budget = plan_budget(_rows(train_path), config)
-    train = split_loader(train_path, batch_size=budget.batch_size, shuffle=True)
+    train = split_loader(train_path, batch_size=budget.batch_size, shuffle=True, seed=config.seed)
     model = build_ranker(train.input_schema, config=config, heads=heads)
     # Cosine decay to zero over the whole planned run: late epochs refine instead of memorising.
     schedule = tf.keras.optimizers.schedules.CosineDecay(

@@ -114,18 +114,21 @@ def load_ranker(model_dir: Path) -> Any:  # -> tf.keras.Model
     return tf.keras.models.load_model(str(model_dir))
 
 
-def split_loader(path: Path, *, batch_size: int, shuffle: bool) -> Any:  # -> mm.Loader
-    """The Merlin dataloader over a processed split (GPU when cudf is there)."""
+def split_loader(path: Path, *, batch_size: int, shuffle: bool, seed: int = 0) -> Any:
+    """The batches of a processed split: Merlin's dataloader over cudf on the GPU path, the
+    split's arrays in memory on the CPU (:mod:`rankflow.core.batches` says why). Both yield the
+    same ``(inputs, targets)`` tensors, ragged lists as ``<col>__values`` / ``<col>__offsets``.
+    """
+    from rankflow.core.device import gpu_available
+
+    if not gpu_available():
+        from rankflow.core.batches import in_memory_loader
+
+        return in_memory_loader(path, batch_size=batch_size, shuffle=shuffle, seed=seed)
     import merlin.models.tf as mm
     from merlin.io import Dataset
 
-    from rankflow.core.device import gpu_available
-
-    return mm.Loader(
-        Dataset(str(path), engine="parquet", cpu=not gpu_available()),
-        batch_size=batch_size,
-        shuffle=shuffle,
-    )
+    return mm.Loader(Dataset(str(path), engine="parquet"), batch_size=batch_size, shuffle=shuffle)
 
 
 def predict(

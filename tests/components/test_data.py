@@ -585,11 +585,18 @@ def test_an_ads_topic_shows_in_its_words_and_moves_its_clicks():
     """What only the text tells: most of an ad's title words come from its topic, and for the
     same users and ad category, ads of different topics click differently -- more so than the
     same rows without content, where topics don't exist."""
-    from components.data.synthetic import TOPICS
+    from components.data.synthetic import FRESH_TOPICS, TOPICS
 
     rich = _log(CONTENT)
     plain = _log(SyntheticConfig(rows=60_000, seed=5, chunk_rows=30_000))
     words = {w: t for t, topic in enumerate(TOPICS) for w in topic}
+    fresh = {w: t for t, topic in enumerate(FRESH_TOPICS) for w in topic}
+    # New ads come with new copy: a cold ad's words are the fresh ones, a warm ad's never.
+    ads = rich.drop_duplicates("ad_id")
+    cold_words = {w for t in ads.loc[ads["ad_id"] >= CONTENT.ads, "ad_title"] for w in t.split()}
+    warm_words = {w for t in ads.loc[ads["ad_id"] < CONTENT.ads, "ad_title"] for w in t.split()}
+    assert cold_words and cold_words <= set(fresh) and warm_words <= set(words)
+    words |= fresh
 
     def counts(title: str) -> np.ndarray:
         return np.bincount([words[w] for w in title.split()], minlength=len(TOPICS))

@@ -101,3 +101,52 @@ def test_ranker_pools_list_embeddings_and_reloads_the_same(list_features, tmp_pa
     after = reloaded(inputs, training=False)
     np.testing.assert_allclose(np.asarray(before), np.asarray(after), rtol=1e-6)
     assert np.isfinite(np.asarray(before)).all()
+
+
+def test_in_memory_batches_equal_merlins_dataloader(list_features):
+    """The CPU feed (rankflow.core.batches) yields what mm.Loader yields, batch for batch."""
+    import merlin.models.tf as mm
+    from merlin.io import Dataset
+
+    from rankflow.core.batches import in_memory_loader
+
+    ours = in_memory_loader(list_features["auto"], batch_size=700, shuffle=False)
+    merlin = mm.Loader(
+        Dataset(str(list_features["auto"]), engine="parquet", cpu=True),
+        batch_size=700,
+        shuffle=False,
+    )
+    assert len(ours) == len(merlin)
+    batches = 0
+    for (inputs, targets), (want_inputs, want_targets) in zip(ours, merlin, strict=True):
+        assert not isinstance(want_targets, dict)  # one target: a tensor, as Merlin's
+        np.testing.assert_array_equal(targets.numpy(), want_targets.numpy())
+        for got, want in ((inputs, want_inputs),):
+            assert set(got) == set(want)
+            for name in want:
+                assert got[name].dtype == want[name].dtype, name
+                np.testing.assert_array_equal(got[name].numpy(), want[name].numpy(), name)
+        batches += 1
+    assert batches == len(ours) > 1
+    assert "recent_ads__offsets" in inputs
+
+
+def test_shuffled_batches_visit_every_row_once_in_a_new_order_each_epoch(list_features):
+    from rankflow.core.batches import in_memory_loader
+
+    def epoch(loader) -> tuple[np.ndarray, np.ndarray]:
+        ids, lengths = [], []
+        for inputs, _ in loader:
+            ids.append(inputs["user_id"].numpy())
+            lengths.append(np.diff(inputs["recent_ads__offsets"].numpy()))
+        loader.on_epoch_end()
+        return np.concatenate(ids), np.concatenate(lengths)
+
+    plain = epoch(in_memory_loader(list_features["auto"], batch_size=256, shuffle=False))
+    loader = in_memory_loader(list_features["auto"], batch_size=256, shuffle=True, seed=3)
+    first, second = epoch(loader), epoch(loader)
+    again = epoch(in_memory_loader(list_features["auto"], batch_size=256, shuffle=True, seed=3))
+    for ids, lengths in (first, second):
+        assert sorted(zip(ids, lengths, strict=True)) == sorted(zip(*plain, strict=True))
+    assert not np.array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[0], again[0])  # seeded
