@@ -45,29 +45,32 @@ class Workspace:
 
     root: Path
     seed: int = SEED
-    _prepared: dict[int, dict[str, Path]] = field(default_factory=dict)
+    _prepared: dict[tuple[int, bool], dict[str, Path]] = field(default_factory=dict)
     _features: dict[int, dict[str, Path]] = field(default_factory=dict)
     _rankers: dict[int, Path] = field(default_factory=dict)
 
-    def prepared(self, rows: int) -> dict[str, Path]:
-        if rows not in self._prepared:
+    def prepared(self, rows: int, *, content: bool = False) -> dict[str, Path]:
+        """``content``: the log with lists, text and cold ads (``SyntheticConfig.content``)."""
+        if (rows, content) not in self._prepared:
             from components.data.prepare import prepare_data
             from components.data.split import SplitConfig
             from components.data.synthetic import SyntheticConfig
 
-            root = self.root / f"prepared-{rows}"
+            root = self.root / f"prepared-{rows}{'-content' if content else ''}"
             outputs = {name: root / name for name in ("train", "valid", "test")}
             logger.info("generating a %d-row synthetic log", rows)
             prepare_data(
                 "synthetic",
                 spec_path=None,
-                synthetic=SyntheticConfig(rows=rows, seed=self.seed, chunk_rows=min(rows, 250_000)),
+                synthetic=SyntheticConfig(
+                    rows=rows, seed=self.seed, chunk_rows=min(rows, 250_000), content=content
+                ),
                 split=SplitConfig(),
                 outputs=outputs,
                 spec_out=root / "spec.yaml",
             )
-            self._prepared[rows] = {**outputs, "spec": root / "spec.yaml"}
-        return self._prepared[rows]
+            self._prepared[rows, content] = {**outputs, "spec": root / "spec.yaml"}
+        return self._prepared[rows, content]
 
     def features(self, rows: int) -> dict[str, Path]:
         if rows not in self._features:

@@ -77,16 +77,23 @@ def library_dir(scratch: Path) -> Path:
 
 
 def write_input_data(columns: Mapping[str, np.ndarray], path: Path) -> Path:
-    """perf_analyzer ``--input-data`` JSON: one entry per row, every input of shape [1]."""
+    """perf_analyzer ``--input-data`` JSON: one entry per row, an input of shape [1], or
+    ``[width]`` for a ``[rows, width]`` array (a padded list, the wire format of lists)."""
+
+    def plain(value: Any) -> Any:
+        value = value.item() if isinstance(value, np.generic) else value
+        return value.decode() if isinstance(value, bytes) else value
+
     rows = len(next(iter(columns.values())))
     data = []
     for i in range(rows):
         entry = {}
         for name, values in columns.items():
-            value = values[i]
-            value = value.item() if isinstance(value, np.generic) else value
-            entry[name] = {"content": [value if not isinstance(value, bytes) else value.decode()]}
-            entry[name]["shape"] = [1]
+            if np.ndim(values) == 2:
+                row = [plain(v) for v in values[i]]
+                entry[name] = {"content": row, "shape": [len(row)]}
+            else:
+                entry[name] = {"content": [plain(values[i])], "shape": [1]}
         data.append(entry)
     path.write_text(json.dumps({"data": data}))
     return path

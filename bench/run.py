@@ -28,7 +28,7 @@ from bench.report import ROOT, render_markdown, utc_now, write_report
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("etl", "training", "serving", "whole_run")
+STAGES = ("etl", "training", "serving", "content", "whole_run")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,11 @@ class Plan:
     serving_concurrency: tuple[int, ...]
     serving_requests: int
     serving_warmup: int
+    content_rows: int  # the content log (lists, text, cold ads) of the content benchmark
+    content_ads: int  # the catalogue the content step's throughput is measured on
+    embed_repeats: int
+    content_requests: int
+    content_warmup: int
     run_default: bool  # time `rankflow run` at the pipeline's defaults (the `make run` target)
     run_sizes: tuple[int, ...]  # scaling runs: synthetic_rows
     run_repeats: int
@@ -63,6 +68,11 @@ FULL = Plan(
     serving_concurrency=(1, 4, 8),
     serving_requests=400,
     serving_warmup=20,
+    content_rows=400_000,
+    content_ads=20_000,
+    embed_repeats=3,
+    content_requests=400,
+    content_warmup=20,
     run_default=True,
     run_sizes=(100_000, 1_000_000, 10_000_000),
     run_repeats=1,
@@ -79,6 +89,11 @@ QUICK = Plan(
     serving_concurrency=(1, 4),
     serving_requests=50,
     serving_warmup=5,
+    content_rows=20_000,
+    content_ads=2_000,
+    embed_repeats=1,
+    content_requests=30,
+    content_warmup=3,
     # Whole pipeline runs take minutes each: out of the quick mode unless --run-rows asks.
     run_default=False,
     run_sizes=(),
@@ -118,6 +133,18 @@ def run_suite(plan: Plan, stages: tuple[str, ...], workspace: Workspace) -> dict
                 concurrencies=list(plan.serving_concurrency),
                 requests=plan.serving_requests,
                 warmup=plan.serving_warmup,
+            )
+        elif stage == "content":
+            from bench.content import CONTENT_BATCH, bench_content
+
+            results["content"] = bench_content(
+                workspace,
+                rows=plan.content_rows,
+                ads=plan.content_ads,
+                embed_repeats=plan.embed_repeats,
+                batch=CONTENT_BATCH,
+                requests=plan.content_requests,
+                warmup=plan.content_warmup,
             )
         elif stage == "whole_run":
             if not (plan.run_default or plan.run_sizes):

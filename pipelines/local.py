@@ -366,6 +366,8 @@ def summarize(
             "infra_blessed": infra["blessed"],
             "skew_max_abs": max(infra["skew_max_abs"].values(), default=None),
             "skew_max_abs_by_task": infra["skew_max_abs"],
+            # What the tolerance judges: relative past 1 (a regression in seconds).
+            "skew_max_rel": max(infra.get("skew_max_rel", {}).values(), default=None),
             "latency_ms": infra["latency_ms"],
             "latency_batch_size": arguments.get("infra_batch_size", defaults["infra_batch_size"]),
             "infra_reasons": infra["reasons"],
@@ -406,7 +408,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     serving = summary["serving"]
     if serving["latency_ms"]:
         lines.append(
-            f"  Triton '{serving['model_name']}': skew {serving['skew_max_abs']:.1e}, "
+            f"  Triton '{serving['model_name']}': skew {serving['skew_max_abs']:.1e}"
+            + (
+                f" (relative past 1: {serving['skew_max_rel']:.1e})"
+                if serving.get("skew_max_rel") is not None
+                else ""
+            )
+            + ", "
             f"p50 {serving['latency_ms']['p50']:.2f} ms, p99 {serving['latency_ms']['p99']:.2f} ms "
             f"(batch {serving['latency_batch_size']}), infra-validation passed: "
             f"{serving['infra_blessed']}"

@@ -126,6 +126,27 @@ EXPORTERS: dict[str, Callable[..., Path]] = {
 FLAVOURS = tuple(EXPORTERS)
 
 
+def served_flavour(spec: DatasetSpec, flavour: str) -> str:
+    """The flavour that serves ``spec`` when ``flavour`` is asked for.
+
+    The gpu ensemble has no step that unpads lists or embeds text yet, so a spec with either is
+    served by the cpu flavour's python-backend endpoint, which runs on any Triton, the gpu
+    profile's included (its TensorFlow uses the GPU where the image's does): a default run on
+    the cluster then still deploys, instead of failing at export.
+    """
+    if flavour not in EXPORTERS:
+        raise ConfigError(f"unknown serving flavour {flavour!r}: choose one of {list(FLAVOURS)}")
+    unserved = [*spec.text_columns, *spec.list_names] if flavour == "gpu" else []
+    if unserved:
+        logger.warning(
+            "inputs %s are served by the cpu flavour (python backend): this release's gpu "
+            "ensemble has no list or text step",
+            unserved,
+        )
+        return "cpu"
+    return flavour
+
+
 def export_repository(
     spec: DatasetSpec,
     *,
@@ -136,16 +157,7 @@ def export_repository(
     flavour: str,
 ) -> Path:
     """Export the ``flavour`` (one of ``FLAVOURS``) of the endpoint; see the module docstring."""
-    if flavour not in EXPORTERS:
-        raise ConfigError(f"unknown serving flavour {flavour!r}: choose one of {list(FLAVOURS)}")
-    # Refused before anything is written, instead of a repository that can't take them: the
-    # gpu ensemble has no step that unpads lists or embeds text yet.
-    unserved = [*spec.text_columns, *spec.list_names] if flavour == "gpu" else []
-    if unserved:
-        raise ExportError(
-            f"inputs {unserved} can't be served by this release's gpu endpoint yet; the cpu "
-            "flavour serves them (serving_flavour=cpu)"
-        )
+    flavour = served_flavour(spec, flavour)
     return EXPORTERS[flavour](
         spec, workflow_dir=workflow_dir, model_dir=model_dir, repository=repository, config=config
     )

@@ -65,6 +65,9 @@ class ContentConfig:
 
 @dataclass(frozen=True)
 class ContentStats:
+    """``texts``: item texts in the table; ``embedded``: distinct texts given a forward pass;
+    ``cached``: item texts whose vector came from the cache."""
+
     items: int
     texts: int
     embedded: int
@@ -139,7 +142,8 @@ def embed_content(
     embedded = cached = 0
     for column, values in texts.items():
         out = np.zeros((len(values), DIMENSION), dtype=np.float32)
-        todo = []
+        # Items sharing a text (a catalogue's repeated titles) share one forward pass.
+        rows_of: dict[str, list[int]] = {}
         for i, text in enumerate(values):
             if text is None or not text.strip():
                 continue  # no content: the zero vector
@@ -148,19 +152,23 @@ def embed_content(
                 out[i] = hit
                 cached += 1
             else:
-                todo.append(i)
+                rows_of.setdefault(text, []).append(i)
+        todo = list(rows_of)
         if todo:
             encoder = encoder or TextEncoder(files, threads=config.threads)
             bar = tqdm(total=len(todo), desc=f"embed-content {column}", unit="text")
             for start in range(0, len(todo), config.batch * 16):
-                rows = todo[start : start + config.batch * 16]
-                out[rows] = encoder.embed([values[i] for i in rows], batch=config.batch)
-                bar.update(len(rows))
+                chunk = todo[start : start + config.batch * 16]
+                for text, vector in zip(
+                    chunk, encoder.embed(chunk, batch=config.batch), strict=True
+                ):
+                    out[rows_of[text]] = vector
+                bar.update(len(chunk))
             bar.close()
             embedded += len(todo)
             if cache is not None:
-                for i in todo:
-                    cache.vectors[cache.key(str(values[i]))] = out[i]
+                for text in todo:
+                    cache.vectors[cache.key(text)] = out[rows_of[text][0]]
                 cache.added += len(todo)
         vectors[column] = out
     table = _seal(spec, ids, vectors, config, out_dir, model=(MODEL_ID, files.sha256))

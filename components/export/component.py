@@ -22,7 +22,8 @@ def export_serving_model(
     """Build the Triton model repository: raw features in, one score per task out.
 
     ``flavour``: "cpu" (python backend; any Triton) or "gpu" (NVTabular step + TensorFlow
-    backend ensemble; a Triton with the TensorFlow backend, as in the NGC Merlin image). Every
+    backend ensemble; a Triton with the TensorFlow backend, as in the NGC Merlin image; a log
+    with lists or text is served by the cpu flavour on either, see ``served_flavour``). Every
     version records the time window of ``train_data`` and ``valid_data`` (what the model was
     fitted on), so a later candidate is never judged against it on those rows, and the
     training inputs' profiles (``drift.json``), which served traffic is compared with. With
@@ -37,7 +38,7 @@ def export_serving_model(
         from rankflow.core.integrity import checked, record
         from rankflow.core.spec import DatasetSpec
         from rankflow.core.window import TimeWindow
-        from serving.export import ExportConfig, export_repository
+        from serving.export import ExportConfig, export_repository, served_flavour
 
         spec = DatasetSpec.load(checked(dataset_spec))
         window = TimeWindow.of([checked(train_data), checked(valid_data)], spec.timestamp)
@@ -58,5 +59,5 @@ def export_serving_model(
         )
         record(serving_model)
         serving_model.metadata["model_name"] = model_name
-        serving_model.metadata["flavour"] = flavour
+        serving_model.metadata["flavour"] = served_flavour(spec, flavour)
         serving_model.metadata["training_window"] = window.to_dict()

@@ -84,6 +84,39 @@ def test_report_states_the_run_and_the_targets(tmp_path) -> None:
                 }
             ],
         },
+        "content": {
+            "embed": {
+                "rows": 1000,
+                "items": 50,
+                "texts": 40,
+                "embedded": 40,
+                "repeats": 1,
+                "step_s": [1.1],
+                "bare_forward_s": [1.0],
+                "texts_per_s": {"step": 36.4, "bare_forward": 40.0},
+                "x_bare": 1.1,
+            },
+            "endpoint": {
+                "rows": 1000,
+                "requests": 5,
+                "warmup": 1,
+                "batch": 64,
+                **{
+                    name: {
+                        "triton": {"p50_ms": p50, "p99_ms": p99},
+                        "in_process": {"p50_ms": 10.0, "p99_ms": 12.0},
+                        "x_in_process_p50": p50 / 10.0,
+                        "max_skew": 0.0,
+                        "correct": True,
+                    }
+                    for name, p50, p99 in (
+                        ("batch 64", 14.0, 16.0),
+                        ("batch 1, log query", 5.0, 6.0),
+                        ("batch 1, unseen query", 9.0, 16.0),
+                    )
+                },
+            },
+        },
         "whole_run": {
             "total_s": 150.0,
             "wall_s": 200.0,
@@ -114,6 +147,13 @@ def test_report_states_the_run_and_the_targets(tmp_path) -> None:
     assert goals["feature step <= 3x parquet I/O floor (1,000-row log)"] is False
     assert goals["Triton p99 <= 5 ms (batch 64, concurrency 1, python client)"] is True
     assert goals["Triton p50 <= 1.3x in-process (batch 512, python client)"] is None
+    assert goals["embed-content <= 1.2x the bare model's batched forward pass"] is True
+    ratio = "endpoint with list and text inputs p50 <= 1.3x in-process (batch 64, python client)"
+    assert goals[ratio] is False
+    unseen = (
+        "endpoint p99 <= 15 ms at batch 1 with one query text never seen before (python client)"
+    )
+    assert goals[unseen] is False
     payload = write_report(
         results,
         quick=True,
@@ -126,6 +166,7 @@ def test_report_states_the_run_and_the_targets(tmp_path) -> None:
     assert json.loads((tmp_path / "results.json").read_text())["machine"]["quick"] is True
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "**quick** run" in text and "**not met**" in text
+    assert "| batch 1, unseen query | 9.00 | 16.00 | 10.00 | 12.00 | 0.90 | yes |" in text
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "etl.png",
         "serving.png",

@@ -42,11 +42,14 @@ def test_the_table_holds_each_train_items_latest_text_vector(content_log, tmp_pa
     train = pq.read_table(splits["train"] / "part-0.parquet").to_pandas()
     test = pq.read_table(splits["test"] / "part-0.parquet").to_pandas()
     assert list(table.ids) == sorted(train["ad_id"].unique())
-    assert stats.items == len(table.ids) and stats.embedded == stats.texts
+    ids, texts = latest_texts(spec, splits["train"])
+    # Each distinct text gets one forward pass, however many items share it.
+    distinct = {t for t in texts["ad_title"] if t and t.strip()}
+    assert stats.items == len(table.ids) == stats.texts
+    assert stats.embedded == len(distinct)
     cold = set(test["ad_id"]) - set(train["ad_id"])
     assert cold and not cold & set(table.ids)
     assert table.positions([next(iter(cold))])[0] == -1
-    ids, texts = latest_texts(spec, splits["train"])
     encoder = TextEncoder(EncoderFiles.installed())
     sample = [0, len(ids) // 2, len(ids) - 1]
     whole = encoder.embed([texts["ad_title"][i] for i in sample])
@@ -71,7 +74,7 @@ def test_vectors_are_cached_between_runs_by_text(content_log, tmp_path):
     first, stats = embed_content(spec, splits["train"], tmp_path / "a", config=config)
     assert stats.embedded > 0 and stats.cached == 0
     second, again = embed_content(spec, splits["train"], tmp_path / "b", config=config)
-    assert again.embedded == 0 and again.cached == stats.embedded
+    assert again.embedded == 0 and again.cached == stats.texts  # every item's text found
     np.testing.assert_array_equal(first.vectors["ad_title"], second.vectors["ad_title"])
     files = EncoderFiles.installed()
     assert len(EmbeddingCache(tmp_path / "cache", files.sha256).vectors) == stats.embedded
@@ -162,3 +165,54 @@ def test_features_look_warm_items_up_and_embed_cold_items_and_queries(
         query[searched], model.embed(list(test["query"][searched])), atol=1e-6
     )
     np.testing.assert_array_equal(query[~searched], 0.0)  # no query, no content
+
+
+class _Counting:
+    """An encoder that counts the texts it is asked to embed (wrapping the real one)."""
+
+    def __init__(self, encoder) -> None:
+        self.encoder = encoder
+        self.asked: list[str] = []
+
+    def embed(self, texts, **kwargs):
+        self.asked.extend(texts)
+        return self.encoder.embed(texts, **kwargs)
+
+
+def test_a_repeated_text_is_embedded_once_and_gets_the_same_vector(content_log, tmp_path):
+    """Head queries repeat: the features keep the last texts' vectors (LRU), and a vector from
+    the cache is the one a fresh pass gives."""
+    from rankflow.core.content import ContentFeatures, table_encoder, vector_name
+
+    spec, splits = content_log
+    table, _ = embed_content(spec, splits["train"], tmp_path / "t", config=ContentConfig())
+    counting = _Counting(table_encoder(tmp_path / "t", table))
+
+    def features(cache_texts: int) -> ContentFeatures:
+        return ContentFeatures(
+            table,
+            counting,
+            item_id=spec.item_id,
+            item_text=(),
+            context_text=("query",),
+            cache_texts=cache_texts,
+        )
+
+    cached, uncached = features(2), features(0)
+    a, b, c = "running shoes", "cheap flights", "pizza delivery"
+
+    def query(model: ContentFeatures, *texts: str) -> np.ndarray:
+        return model.vectors({"query": np.array(texts, dtype=object)})[vector_name("query")]
+
+    first = query(cached, a, b, a)
+    assert sorted(counting.asked) == sorted([a, b])  # distinct texts of a batch once
+    again = query(cached, b, a)
+    assert len(counting.asked) == 2  # both cached
+    np.testing.assert_array_equal(again, first[[1, 0]])
+    query(cached, c)  # evicts the least recently used: a was used after b, so b goes
+    assert list(cached._cache) == [a, c]
+    counting.asked.clear()
+    query(cached, b)
+    assert counting.asked == [b]
+    np.testing.assert_allclose(query(uncached, a, b), first[:2], atol=1e-6)
+    assert uncached._cache == {}

@@ -141,19 +141,15 @@ def test_text_without_its_content_table_is_refused_before_anything_is_written(
     assert not (tmp_path / "repo").exists()
 
 
-def test_the_gpu_flavour_refuses_lists_and_text_before_anything_is_written(
-    features, trained, tmp_path
-):
+def test_lists_and_text_are_served_by_the_cpu_flavour_whichever_is_asked():
+    """The gpu ensemble has no list or text step: such a spec gets the python-backend
+    endpoint (which any Triton runs), so a default run on the gpu profile still deploys."""
     from components.data.synthetic import synthetic_spec
-    from rankflow.core.errors import ExportError
+    from rankflow.core.errors import ConfigError
+    from serving.export import served_flavour
 
-    with pytest.raises(ExportError, match=r"\[.ad_title., .query., .recent_ads., .recent_categ"):
-        export_repository(
-            synthetic_spec(content=True),
-            workflow_dir=features["workflow"],
-            model_dir=trained,
-            repository=tmp_path / "repo",
-            config=ExportConfig(),
-            flavour="gpu",
-        )
-    assert not (tmp_path / "repo").exists()
+    assert served_flavour(synthetic_spec(content=True), "gpu") == "cpu"
+    assert served_flavour(synthetic_spec(content=True), "cpu") == "cpu"
+    assert served_flavour(synthetic_spec(), "gpu") == "gpu"
+    with pytest.raises(ConfigError, match="unknown serving flavour 'tpu'"):
+        served_flavour(synthetic_spec(), "tpu")

@@ -22,6 +22,26 @@ def test_input_data_is_one_entry_per_row(tmp_path, scorer, prepared):
     assert data[2]["user_id"]["content"] == [int(raw["user_id"].iloc[2])]
 
 
+def test_a_padded_list_is_one_row_of_its_width_per_entry(tmp_path):
+    """The wire format of a list: ``[rows, width]`` values beside ``[rows]`` lengths."""
+    import numpy as np
+
+    from serving.client import pad_lists
+
+    padded, lengths = pad_lists(
+        "ads", [np.array([4, 5]), np.array([], np.int64)], 3, np.dtype("int64")
+    )
+    path = perf_analyzer.write_input_data(
+        {"ads": padded, "ads__length": lengths.reshape(-1), "q": np.array(["a b", ""])},
+        tmp_path / "data.json",
+    )
+    data = json.loads(path.read_text())["data"]
+    assert data[0]["ads"] == {"content": [4, 5, 0], "shape": [3]}
+    assert data[1]["ads"] == {"content": [0, 0, 0], "shape": [3]}
+    assert [d["ads__length"]["content"] for d in data] == [[2], [0]]
+    assert data[0]["q"] == {"content": ["a b"], "shape": [1]}
+
+
 def test_perf_analyzer_measures_the_real_server(triton, scorer, prepared, tmp_path):
     raw = pq.read_table(prepared["test"]).to_pandas().head(64)
     data = perf_analyzer.write_input_data(
