@@ -266,8 +266,6 @@ def run_feature_engineering(
     workflow (with its category vocabularies) is saved to ``workflow_dir``. Returns the
     cardinality of every categorical feature.
     """
-    from merlin.io import Dataset
-
     if "train" not in splits:
         raise MissingArtifactError("feature engineering needs a 'train' split to fit on")
     cpu = not gpu_available()
@@ -294,7 +292,7 @@ def run_feature_engineering(
             bounds=continuous_bounds(spec, Path(splits["train"])),
         )
         # The workflow selects its own columns: timestamps and true probabilities never enter it.
-        workflow.fit(Dataset(str(splits["train"]), **engine_kwargs))
+        workflow.fit(raw_dataset(Path(splits["train"]), **engine_kwargs))
         cardinalities = _cardinalities(spec, workflow)
         _check_vocabularies(spec, cardinalities)
         compiled = _compiled_for_transform(workflow, cpu=cpu, config=config)
@@ -304,7 +302,7 @@ def run_feature_engineering(
                 if compiled is not None:
                     _transform_compiled(compiled, workflow, Path(source), scratch, config)
                 else:
-                    transformed = workflow.transform(Dataset(str(source), **engine_kwargs))
+                    transformed = workflow.transform(raw_dataset(Path(source), **engine_kwargs))
                     # No shuffle: evaluation aligns processed rows with the raw split row by row.
                     transformed.to_parquet(str(scratch), shuffle=None, output_files=1)
                 dropout = _dropped_ids(spec, config) if name == "train" else {}
@@ -320,6 +318,39 @@ def run_feature_engineering(
         with atomic_dir(workflow_dir) as scratch:
             workflow.save(str(scratch))
     return cardinalities
+
+
+def raw_dataset(path: Path, **kwargs: object):  # -> merlin.io.Dataset
+    """Merlin's Dataset over a raw split, its list columns typed from the parquet schema.
+
+    Merlin infers a column's dtype from the split's first row, and a list that is empty there
+    has none: "unknown", which the fit and the compiled transform then fail on. A time-ordered
+    log starts with users who have no history yet, so its first row's histories are empty
+    (a 400k-row synthetic log with content, seed 11, failed so).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from merlin.io import Dataset
+    from merlin.schema import Schema
+
+    from rankflow.core.io import parquet_parts
+
+    dataset = Dataset(str(path), **kwargs)
+    parts = parquet_parts(path) if path.is_dir() else [path]
+    arrow = pq.read_schema(parts[0]) if parts else None
+    columns = []
+    for column in dataset.schema:
+        kind = arrow.field(column.name).type if arrow is not None else None
+        if (
+            column.dtype.element_type.value == "unknown"
+            and kind is not None
+            and (pa.types.is_list(kind) or pa.types.is_large_list(kind))
+        ):
+            dtype = np.dtype(kind.value_type.to_pandas_dtype())
+            column = column.with_dtype(dtype, is_list=True, is_ragged=True)
+        columns.append(column)
+    dataset.schema = Schema(columns)
+    return dataset
 
 
 def content_features(spec: DatasetSpec, content: Path | None):  # -> ContentFeatures

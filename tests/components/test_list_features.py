@@ -150,3 +150,33 @@ def test_shuffled_batches_visit_every_row_once_in_a_new_order_each_epoch(list_fe
         assert sorted(zip(ids, lengths, strict=True)) == sorted(zip(*plain, strict=True))
     assert not np.array_equal(first[0], second[0])
     np.testing.assert_array_equal(first[0], again[0])  # seeded
+
+
+def test_a_log_whose_first_history_is_empty_is_engineered(tmp_path):
+    """Merlin types a column from a split's first row, and a time-ordered log starts with users
+    who have no history yet: the list was "unknown" and the fit failed. Typed from parquet."""
+    from merlin.io import Dataset
+
+    from components.features.workflow import raw_dataset
+
+    columns = _table(rows=1500, seed=3)
+    history = columns["recent_ads"].to_pylist()
+    history[0] = []
+    columns["recent_ads"] = pa.array(history, pa.list_(pa.int64()))
+    lists_spec = SPEC.replace(", text: [title]", "").replace(", text: [query]", "")
+    log, spec_path = _write(tmp_path, columns, lists_spec)
+    _, splits = _prepare(tmp_path, log, spec_path)
+    merlins = Dataset(str(splits["train"]), engine="parquet", cpu=True).schema["recent_ads"]
+    assert merlins.dtype.element_type.value == "unknown"  # what the fit used to get
+    typed = raw_dataset(Path(splits["train"]), engine="parquet", cpu=True).schema["recent_ads"]
+    assert typed.dtype.to_numpy == np.dtype("int64") and typed.is_list and typed.is_ragged
+    outputs = {s: tmp_path / "features" / s for s in splits}
+    run_feature_engineering(
+        DatasetSpec.load(spec_path),
+        splits,
+        workflow_dir=tmp_path / "workflow",
+        outputs=outputs,
+        config=FeatureConfig(),
+    )
+    done = pd.read_parquet(outputs["train"] / "part_0.parquet")
+    assert len(done["recent_ads"].iloc[0]) == 0 and done["recent_ads"].map(len).max() > 0

@@ -143,3 +143,63 @@ def test_long_and_empty_text_score_as_in_process(served):
     assert _skew(online, served["scorer"].score(rows)) <= SKEW
     truncated = rows.assign(query=["word " * 256, *rows["query"].iloc[1:]])
     assert _skew(served["client"].score(truncated), online) <= SKEW
+
+
+def _raw_inputs(client, frame, *, text: str, value: bytes):
+    """The client's request for ``frame`` with row 1 of text input ``text`` set to raw
+    ``value`` bytes (the Python client only sends valid UTF-8)."""
+    import tritonclient.grpc as grpcclient
+
+    from rankflow.core.contract import LENGTH_SUFFIX
+    from serving.client import pad_lists
+
+    metadata = client.metadata()
+    names = {i["name"] for i in metadata["inputs"]}
+    inputs = []
+    for spec in metadata["inputs"]:
+        name, datatype = spec["name"], spec["datatype"]
+        if name.endswith(LENGTH_SUFFIX):
+            continue
+        if name + LENGTH_SUFFIX in names:
+            dtype = np.dtype(object) if datatype == "BYTES" else np.dtype("int64")
+            padded, lengths = pad_lists(name, frame[name].to_numpy(), int(spec["shape"][-1]), dtype)
+            arrays = [(name, padded, datatype), (name + LENGTH_SUFFIX, lengths, "INT32")]
+        else:
+            values = frame[name].to_numpy().reshape(-1, 1)
+            if datatype == "BYTES":
+                values = np.array([[str(v).encode()] for v in values[:, 0]], dtype=object)
+                if name == text:
+                    values[1, 0] = value
+            else:
+                values = values.astype(grpcclient.triton_to_np_dtype(datatype))
+            arrays = [(name, values, datatype)]
+        for tensor_name, array, kind in arrays:
+            tensor = grpcclient.InferInput(tensor_name, list(array.shape), kind)
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+    return inputs
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("query", b"cheap \xff\xfe flights", r"input 'query' row 1 is not UTF-8 text"),
+        ("ad_title", b"x" * (65 * 1024), r"input 'ad_title' row 1: a 66,560-byte value"),
+    ],
+    ids=["invalid-utf8", "oversized-text"],
+)
+def test_bad_text_fails_its_request_alone_in_one_line(served, column, value, message):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    rows = served["rows"].head(4).reset_index(drop=True)
+    before = served["client"].score(rows)
+    raw = grpcclient.InferenceServerClient(served["client"].config.url)
+    try:
+        with pytest.raises(InferenceServerException, match=message):
+            raw.infer("rankflow", _raw_inputs(served["client"], rows, text=column, value=value))
+    finally:
+        raw.close()
+    after = served["client"].score(rows)  # the server is up and scores as before
+    for task in before:
+        np.testing.assert_array_equal(after[task], before[task])
