@@ -402,6 +402,12 @@ def render_markdown(payload: dict[str, Any], plots: dict[str, Path], base: Path 
     if content:
         embed, endpoint = content["embed"], content["endpoint"]
         lines += ["", "## Content: the language model offline and online", ""]
+        if content.get("measured"):
+            lines += [
+                f"Measured on {content['measured']} (`python -m bench --only content`), apart "
+                "from the run the other sections come from.",
+                "",
+            ]
         lines += [
             f"A synthetic catalogue of {embed.get('ads', embed['items']):,} ads with titles "
             f"({embed['rows']:,}-row log). `embed_content` (no cache: read, tokenise, forward, "

@@ -121,6 +121,15 @@ def test_training_and_served_values_name_the_same_buckets():
         {"c": np.array(["a", None, "a"], dtype=object)}, categorical=["c"], continuous=[]
     )
     assert strings.bucket_counts("c", np.array(["a", "b"], dtype=object)) == {"a": 1, UNSEEN: 1}
+    # None beside strings has no order: still bucketed, value by value.
+    mixed = np.array(["a", None, "b", "a", None], dtype=object)
+    assert strings.bucket_counts("c", mixed) == {"a": 2, "<null>": 2, UNSEEN: 1}
+    # Repeated values are bucketed once and counted per row, in any order.
+    assert reference.bucket_counts("geo", np.array([3, 7, 3, 3, 99])) == {
+        "7": 1,
+        "3": 3,
+        UNSEEN: 1,
+    }
 
 
 def test_a_continuous_input_with_no_value_in_training_is_profiled():
