@@ -22,6 +22,19 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
+def latency_stats(seconds: list[float]) -> dict[str, float]:
+    """p50 / p99 / mean in ms over request ``seconds``."""
+    import numpy as np
+
+    ms = np.asarray(seconds) * 1000.0
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "n": len(ms),
+    }
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

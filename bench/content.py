@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Workspace, progress
+from bench.common import Workspace, latency_stats, progress
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +39,6 @@ logger = logging.getLogger(__name__)
 CONTENT_BATCH = 64
 #: Largest |Triton - in-process| score accepted as "the same prediction" (relative past 1).
 TOLERANCE = 1e-5
-
-
-def _stats(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000.0
-    return {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-        "n": len(ms),
-    }
 
 
 def _skew(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> float:
@@ -220,7 +210,7 @@ def bench_endpoint(
                         if i >= warmup:
                             times[side].append(time.perf_counter() - start)
                     skew = max(skew, _skew(scores["triton"], scores["in_process"]))
-                cell = {side: _stats(seconds) for side, seconds in times.items()}
+                cell = {side: latency_stats(seconds) for side, seconds in times.items()}
                 cell["x_in_process_p50"] = cell["triton"]["p50_ms"] / cell["in_process"]["p50_ms"]
                 cell["max_skew"] = skew
                 cell["correct"] = skew <= TOLERANCE
@@ -296,7 +286,7 @@ def _perf_analyzer(workspace, spec, scorer, repository, frames, unseen, results)
         start = time.perf_counter()
         scorer.score(frame)
         seconds.append(time.perf_counter() - start)
-    floors = {f"batch {batch}": _stats(seconds)["p50_ms"]}
+    floors = {f"batch {batch}": latency_stats(seconds)["p50_ms"]}
     out: dict[str, Any] = {}
     # A fresh server: its text cache has seen none of the unseen queries.
     config = TritonConfig(repository, models=(MODEL_NAME,), ready_timeout_s=600)

@@ -27,22 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Workspace, median, progress
+from bench.common import Workspace, latency_stats, median, progress
 
 logger = logging.getLogger(__name__)
 
 #: Largest |Triton - in-process| score accepted as "the same prediction".
 TOLERANCE = 1e-5
-
-
-def _stats(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000.0
-    return {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-        "n": len(ms),
-    }
 
 
 def _max_diff(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> float:
@@ -87,7 +77,7 @@ def _concurrent(clients, frame, expected, *, requests: int, warmup: int) -> dict
         raise RuntimeError(f"a serving benchmark request failed: {errors[0]}") from errors[0]
     flat = [s for per in latencies for s in per]
     return {
-        **_stats(flat),
+        **latency_stats(flat),
         "rows_per_s": len(flat) * len(frame) / wall,
         "max_abs_diff": max(diffs),
     }
@@ -109,7 +99,7 @@ def _alternating(client, scorer, frame, expected, *, requests: int, warmup: int,
                 times[name].append(elapsed)
     out = {}
     for name, seconds in times.items():
-        out[name] = {**_stats(seconds), "rows_per_s": len(frame) / median(seconds)}
+        out[name] = {**latency_stats(seconds), "rows_per_s": len(frame) / median(seconds)}
     out["triton"]["max_abs_diff"] = diff
     return out
 
