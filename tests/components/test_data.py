@@ -493,7 +493,9 @@ def test_component_writes_named_artifacts(artifact):
     stats = outs["data_stats"].metadata
     assert stats["train_rows"] + stats["valid_rows"] + stats["test_rows"] == 5_000
     assert 0 < stats["conversion_rate"] < stats["click_rate"] < 1
-    assert DatasetSpec.load(outs["dataset_spec"].path) == synthetic_spec()
+    # The pipeline's default log is the one with content (lists, text, cold ads).
+    assert params["synthetic_content"] is True
+    assert DatasetSpec.load(outs["dataset_spec"].path) == synthetic_spec(content=True)
     assert pq.read_table(outs["test_data"].path).num_rows == stats["test_rows"]
     # Every output records its digest; a consumer refuses one changed after it was written.
     from rankflow.core.integrity import IntegrityError, checked

@@ -6,8 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("merlin.core.dispatch")
-
 CASES = {
     "int32 arrays, one empty": [np.array([1, 2], np.int32), np.array([], np.int32), np.array([3])],
     "int64 arrays": [np.array([5, 6]), np.array([7])],
