@@ -41,6 +41,7 @@ def export_serving_model(
         from serving.export import ExportConfig, export_repository, served_flavour
 
         spec = DatasetSpec.load(checked(dataset_spec))
+        flavour = served_flavour(spec, flavour)
         window = TimeWindow.of([checked(train_data), checked(valid_data)], spec.timestamp)
         reference = drift_reference(spec, checked(train_data), checked(valid_data))
         export_repository(
@@ -59,5 +60,5 @@ def export_serving_model(
         )
         record(serving_model)
         serving_model.metadata["model_name"] = model_name
-        serving_model.metadata["flavour"] = served_flavour(spec, flavour)
+        serving_model.metadata["flavour"] = flavour
         serving_model.metadata["training_window"] = window.to_dict()

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rankflow.core.errors import MissingArtifactError
+from rankflow.core.errors import ConfigError, MissingArtifactError
 
 TABLE_FILE = "content.npz"
 META_FILE = "content.json"
@@ -110,7 +110,7 @@ class ContentFeatures:
         cache_texts: int = CACHE_TEXTS,
     ) -> None:
         if cache_texts < 0:
-            raise ValueError(f"cache_texts must be >= 0, got {cache_texts}")
+            raise ConfigError(f"cache_texts must be >= 0, got {cache_texts}")
         self.table = table
         self.encoder = encoder
         self.item_id = item_id
@@ -155,7 +155,8 @@ class ContentFeatures:
         if fresh is not None:
             found.update(zip(missing, fresh, strict=True))
             if self.cache_texts:
-                cache.update(zip(missing, fresh, strict=True))
+                # Own copies: a row view would keep its whole request's array alive.
+                cache.update((t, v.copy()) for t, v in zip(missing, fresh, strict=True))
                 while len(cache) > self.cache_texts:
                     cache.popitem(last=False)
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)

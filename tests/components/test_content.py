@@ -216,3 +216,8 @@ def test_a_repeated_text_is_embedded_once_and_gets_the_same_vector(content_log, 
     assert counting.asked == [b]
     np.testing.assert_allclose(query(uncached, a, b), first[:2], atol=1e-6)
     assert uncached._cache == {}
+    assert all(v.base is None for v in cached._cache.values())  # own copies, no batch kept
+    from rankflow.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cache_texts must be >= 0, got -1"):
+        features(-1)
